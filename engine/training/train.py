@@ -1,0 +1,183 @@
+"""Train the bundled InstructIR model.
+
+    python -m engine.training.train --config engine/training/configs/studio_small.json --out runs/studio-small
+
+Resumes from ``<out>/last.pt`` when present. Logs to ``<out>/train.log`` (one
+JSON object per line). SIGTERM/SIGINT write a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.instructions import STUDIO_CLASSES, labelled
+from engine.network import build_lm_head, build_network
+from engine.text import TextEncoder
+from engine.training.data import PatchSampler, load_photos
+
+
+def cosine_lr(step: int, cfg: dict) -> float:
+    """Linear warm-up then cosine decay from ``lr`` to ``min_lr`` (as a factor of lr)."""
+    if step < cfg["warmup_steps"]:
+        return (step + 1) / cfg["warmup_steps"]
+    t = min(1.0, (step - cfg["warmup_steps"]) / max(1, cfg["steps"] - cfg["warmup_steps"]))
+    lo = cfg["min_lr"] / cfg["lr"]
+    return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def embed_corpus(encoder_name: str, cache: Path) -> dict[str, torch.Tensor]:
+    """Sentence embeddings of every corpus instruction (the encoder is frozen: compute once)."""
+    train, val = labelled("train"), labelled("val")
+    texts = [t for t, _ in train + val]
+    if cache.exists():
+        saved = torch.load(cache)
+        if saved["texts"] == texts:
+            return dict(zip(texts, saved["vectors"]))
+    vectors = TextEncoder(encoder_name).encode(texts)
+    torch.save({"texts": texts, "vectors": vectors}, cache)
+    return dict(zip(texts, vectors))
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def intent_accuracy(head, vectors: dict, pairs: list[tuple[str, int]]) -> float:
+    with torch.no_grad():
+        x = torch.stack([vectors[t] for t, _ in pairs])
+        y = torch.tensor([c for _, c in pairs])
+        return float((head(x)[1].argmax(-1) == y).float().mean())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--steps", type=int, help="override the config's total steps")
+    ap.add_argument("--data-root", action="append", help="replace the config's photo folders")
+    args = ap.parse_args(argv)
+
+    config = json.loads(args.config.read_text())
+    tc, dc = config["train"], config["data"]
+    if args.steps:
+        tc["steps"] = args.steps
+    if args.data_root:
+        dc["roots"] = args.data_root
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "config.json").write_text(json.dumps(config, indent=2))
+    torch.set_num_threads(tc["threads"])
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    torch.manual_seed(tc["seed"])
+
+    classes = STUDIO_CLASSES
+    vectors = embed_corpus(config["text_encoder"], args.out / "embeddings.pt")
+    train_pairs, val_pairs = labelled("train"), labelled("val")
+    by_class: dict[str, list[str]] = {c: [] for c in classes}
+    for text, idx in train_pairs:
+        by_class[classes[idx]].append(text)
+
+    net = build_network(config["network"]).to(device)
+    head = build_lm_head(num_classes=len(classes), **config["lm_head"]).to(device)
+    params = list(net.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=tc["lr"], weight_decay=tc["weight_decay"], betas=(0.9, 0.9))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, tc))
+
+    step, elapsed = 0, 0.0
+    ckpt_path = args.out / "last.pt"
+    rng = np.random.default_rng(tc["seed"])
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        net.load_state_dict(ckpt["image_model"])
+        head.load_state_dict(ckpt["lm_head"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        step, elapsed = ckpt["step"], ckpt["elapsed"]
+        rng = np.random.default_rng([tc["seed"], step])
+        print(f"resumed at step {step}")
+
+    photos = load_photos(dc["roots"], dc["extra_package_photos"], dc["max_side"])
+    sampler = PatchSampler(photos, dc["patch_size"], seed=int(rng.integers(2**31)),
+                           identity_fraction=dc["identity_fraction"])
+    log = open(args.out / "train.log", "a", encoding="utf-8")
+    stop = {"now": False}
+
+    def request_stop(*_):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    def checkpoint() -> None:
+        save_atomic({"image_model": net.state_dict(), "lm_head": head.state_dict(),
+                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "step": step, "elapsed": elapsed, "config": config, "classes": list(classes)}, ckpt_path)
+
+    all_texts = [t for t, _ in train_pairs]
+    all_labels = torch.tensor([c for _, c in train_pairs])
+    window = {"l1": 0.0, "ce": 0.0, "psnr": 0.0, "n": 0}
+    t_last = time.time()
+    net.train()
+    while step < tc["steps"] and not stop["now"]:
+        batch = sampler.batch(tc["batch_size"])
+        instr = [by_class[task][int(rng.integers(len(by_class[task])))] for task in batch.tasks]
+        sent = torch.stack([vectors[t] for t in instr]).to(device)
+        pick = rng.integers(len(all_texts), size=tc["text_batch"])
+        text_sent = torch.stack([vectors[all_texts[i]] for i in pick]).to(device)
+        text_labels = all_labels[pick].to(device)
+
+        text_emb, _ = head(sent)
+        out = net(batch.degraded.to(device), text_emb)
+        clean = batch.clean.to(device)
+        l1 = F.l1_loss(out, clean)
+        ce = F.cross_entropy(head(text_sent)[1], text_labels)
+        loss = l1 + tc["ce_weight"] * ce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"])
+        opt.step()
+        sched.step()
+        step += 1
+        with torch.no_grad():
+            mse = F.mse_loss(out.clamp(0, 1), clean).item()
+        window["l1"] += l1.item()
+        window["ce"] += ce.item()
+        window["psnr"] += 10 * math.log10(1 / max(mse, 1e-10))
+        window["n"] += 1
+        if step % tc["log_every"] == 0 or step == tc["steps"]:
+            now = time.time()
+            elapsed += now - t_last
+            n = window["n"]
+            record = {"step": step, "l1": window["l1"] / n, "ce": window["ce"] / n,
+                      "psnr": window["psnr"] / n, "lr": sched.get_last_lr()[0],
+                      "patches_per_s": n * tc["batch_size"] / (now - t_last), "elapsed_s": round(elapsed)}
+            t_last = now
+            window = {"l1": 0.0, "ce": 0.0, "psnr": 0.0, "n": 0}
+            if step % tc["checkpoint_every"] == 0 or step == tc["steps"]:
+                head.eval()
+                record["val_intent_acc"] = intent_accuracy(head, vectors, val_pairs)
+                head.train()
+                checkpoint()
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            print(json.dumps(record), flush=True)
+    elapsed += time.time() - t_last
+    checkpoint()
+    print(f"stopped at step {step}; checkpoint {ckpt_path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
