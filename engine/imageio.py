@@ -100,7 +100,7 @@ SUPPORTED_WRITE_FORMATS: dict[str, str] = {
 
 _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
 _METADATA_FORMATS = {"JPEG", "PNG", "TIFF", "WEBP"}  # carry ICC + EXIF
-_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "BMP"}
+_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}  # Pillow ignores 32-bit BMP alpha on read
 _GRAY_FORMATS = {"PNG", "TIFF", "JPEG", "BMP"}  # WEBP has no grayscale mode
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 
@@ -113,10 +113,14 @@ _EXIF_HEADER = b"Exif\x00\x00"
 _ORIENTATION = 0x0112
 #: TIFF tags describing pixel layout: meaningless (or harmful) once copied
 #: into another file's EXIF block.
-_STRUCTURAL_TAGS = frozenset(
-    {256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325,
-     338, 339, 513, 514, 530, 700, 33723, 34377, 34675}
-)
+# fmt: off
+_STRUCTURAL_TAGS = frozenset({
+    256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284,  # size, samples, strips
+    317, 320, 322, 323, 324, 325, 338, 339,  # predictor, palette, tiles, extra samples
+    513, 514, 530,  # JPEG-in-TIFF, YCbCr subsampling
+    700, 33723, 34377, 34675,  # XMP, IPTC, Photoshop, ICC (carried separately)
+})
+# fmt: on
 
 # File signatures of formats we know: a file that starts like one of these but
 # cannot be identified is broken rather than "not an image".
@@ -132,7 +136,7 @@ _MAGIC = (
     b"BM",
 )
 
-_bomb_lock = threading.Lock()
+_bomb_lock = threading.RLock()  # re-entrant: a guarded decode may re-open the file
 _umask = os.umask(0o022)
 os.umask(_umask)
 
@@ -166,9 +170,7 @@ class Picture:
         if self.alpha is not None:
             self.alpha = np.asarray(self.alpha, dtype=np.float32)
             if self.alpha.shape != self.rgb.shape[:2]:
-                raise ValueError(
-                    f"Picture.alpha must be HxW {self.rgb.shape[:2]}, got {self.alpha.shape}"
-                )
+                raise ValueError(f"Picture.alpha must be HxW {self.rgb.shape[:2]}, got {self.alpha.shape}")
         if self.bit_depth not in (8, 16):
             raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
 
@@ -189,7 +191,7 @@ class Picture:
         alpha = self.alpha
         if alpha is not None and alpha.shape != rgb.shape[:2]:
             h, w = rgb.shape[:2]
-            resized = Image.fromarray(alpha, mode=None).resize((w, h), Image.Resampling.BICUBIC)
+            resized = Image.fromarray(alpha).resize((w, h), Image.Resampling.BICUBIC)
             alpha = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
         return dataclasses.replace(self, rgb=rgb, alpha=alpha)
 
@@ -211,9 +213,7 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
     raise TypeError(f"unsupported pixel dtype {arr.dtype}: use uint8, uint16 or float in [0, 1]")
 
 
-def picture_from_array(
-    rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int | None = None
-) -> Picture:
+def picture_from_array(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int | None = None) -> Picture:
     """Wrap an in-memory array as a :class:`Picture` (tests, plugins, clipboard).
 
     Accepts uint8, uint16 or float ([0, 1]) arrays shaped HxW (gray), HxWx1,
@@ -279,19 +279,19 @@ def _describe(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _bomb_guard(max_pixels: int) -> Iterator[None]:
+def _bomb_guard() -> Iterator[None]:
     """Let *our* max_pixels decide, not Pillow's global MAX_IMAGE_PIXELS.
 
-    Pillow refuses images over 2 x MAX_IMAGE_PIXELS (~179 MP) on open, which is
-    below DEFAULT_MAX_PIXELS, and warns above ~89 MP.  We raise its limit only
-    when needed, only while opening, under a lock, and silence the warning
-    (our own check runs right after open, before any pixel is decoded).
+    Pillow refuses images over 2 x MAX_IMAGE_PIXELS (~179 MP) on open, below
+    DEFAULT_MAX_PIXELS, and its message cannot name the dimensions.  Its check
+    is switched off only around ``Image.open`` (header only, our own check
+    follows before any pixel is decoded) and around decoding images already
+    checked, under a lock, and always restored.
     """
     with _bomb_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         original = Image.MAX_IMAGE_PIXELS
-        if original is not None and 2 * original < max_pixels:
-            Image.MAX_IMAGE_PIXELS = (max_pixels + 1) // 2
+        Image.MAX_IMAGE_PIXELS = None
         try:
             yield
         finally:
@@ -309,7 +309,7 @@ def _too_large(path: Path, width: int, height: int, max_pixels: int) -> ImageToo
 def _open(path: Path, max_pixels: int) -> Image.Image:
     """Image.open with our error mapping and a size check before any decoding."""
     try:
-        with _bomb_guard(max_pixels):
+        with _bomb_guard():
             im = Image.open(path)
     except FileNotFoundError:
         raise ImageError(f"Photo not found: {_describe(path)} does not exist.") from None
@@ -324,9 +324,7 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise _unidentified(path) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise CorruptImageError(
-            f"{_describe(path)} looks like an image but could not be read: {exc}."
-        ) from None
+        raise CorruptImageError(f"{_describe(path)} looks like an image but could not be read: {exc}.") from None
     width, height = im.size
     if width * height > max_pixels:
         im.close()
@@ -343,9 +341,7 @@ def _unidentified(path: Path) -> ImageError:
     if not head:
         return CorruptImageError(f"{_describe(path)} is empty (0 bytes); the file is damaged.")
     if head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
-        return CorruptImageError(
-            f"{_describe(path)} looks like an image but its header is damaged or truncated."
-        )
+        return CorruptImageError(f"{_describe(path)} looks like an image but its header is damaged or truncated.")
     return UnsupportedImageError(
         f"{_describe(path)} is not an image this program can read "
         "(supported: JPEG, PNG, TIFF, WebP, BMP, GIF and other common formats)."
@@ -363,9 +359,7 @@ def _rawmodes(im: Image.Image) -> list[str]:
 
 
 _NATIVE_SWAP = "B" if sys.byteorder == "little" else "L"
-_SPLIT16 = {
-    f"{base};16{end}" for base in ("RGB", "RGBA", "RGBX") for end in ("B", "L", "N")
-}
+_SPLIT16 = {f"{base};16{end}" for base in ("RGB", "RGBA", "RGBX") for end in ("B", "L", "N")}
 
 
 def _swap_rawmode(raw: str) -> str:
@@ -407,7 +401,11 @@ def _float_from_float_mode(arr: np.ndarray) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0).astype(np.float32)
 
 
-def _decode(im: Image.Image, path: Path, max_pixels: int):
+#: (colour, alpha, bit_depth, grayscale, drop_icc) as produced by _decode.
+_Decoded = tuple[np.ndarray, "np.ndarray | None", int, bool, bool]
+
+
+def _decode(im: Image.Image, path: Path, max_pixels: int) -> _Decoded:
     """Pixels of an opened image -> (colour HxWxC float, alpha, bit_depth, grayscale, drop_icc).
 
     ``colour`` is HxW for grayscale sources (replicated to RGB later).
@@ -416,7 +414,6 @@ def _decode(im: Image.Image, path: Path, max_pixels: int):
     raws = _rawmodes(im)
     sixteen = any(";16" in r for r in raws) or mode.startswith("I;16")
     planar = im.format == "TIFF" and getattr(im, "tag_v2", {}).get(284, 1) != 1
-    im.load()
 
     if im.format == "PNG" and raws == ["LA;16B"]:
         # Pillow turns 16-bit LA into 8-bit RGBA; raw mode RGBA yields all 4 bytes.
@@ -424,6 +421,8 @@ def _decode(im: Image.Image, path: Path, max_pixels: int):
         gray = ((b[..., 0] << 8) | b[..., 1]).astype(np.float32) / 65535.0
         alpha = ((b[..., 2] << 8) | b[..., 3]).astype(np.float32) / 65535.0
         return gray, alpha, 16, True, False
+
+    im.load()
 
     if (
         mode in ("RGB", "RGBA")
@@ -553,8 +552,12 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     try:
         with im:
             fmt = im.format
+            w, h = im.size
+            limit = Image.MAX_IMAGE_PIXELS
+            big = limit is not None and w * h > limit  # Pillow re-checks while decoding TIFF
             try:
-                colour, alpha, bit_depth, grayscale, drop_icc = _decode(im, path, max_pixels)
+                with _bomb_guard() if big else contextlib.nullcontext():
+                    colour, alpha, bit_depth, grayscale, drop_icc = _decode(im, path, max_pixels)
                 exif_obj = im.getexif()
             except ImageError:
                 raise
@@ -563,12 +566,8 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
                     f"{_describe(path)} is larger than the limit of {max_pixels:,} pixels ({exc})."
                 ) from None
             except MemoryError:
-                w, h = im.size
-                raise ImageError(
-                    f"Not enough memory to open {_describe(path)} ({w} x {h} pixels)."
-                ) from None
-            except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error,
-                    zlib.error) as exc:
+                raise ImageError(f"Not enough memory to open {_describe(path)} ({w} x {h} pixels).") from None
+            except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as exc:
                 raise CorruptImageError(
                     f"{_describe(path)} is damaged or incomplete and could not be read ({exc})."
                 ) from None
@@ -614,14 +613,11 @@ def _resolve_format(path: Path, format: str | None) -> str:
         name = _FORMAT_ALIASES.get(name, name)
         if name in SUPPORTED_WRITE_FORMATS.values():
             return name
-        raise UnsupportedImageError(
-            f"Cannot write {_describe(path)} as {format}: supported formats are {supported}."
-        )
+        raise UnsupportedImageError(f"Cannot write {_describe(path)} as {format}: supported formats are {supported}.")
     fmt = SUPPORTED_WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise UnsupportedImageError(
-            f"Cannot write {_describe(path)}: unknown file type "
-            f"'{path.suffix or '(none)'}'. Use one of {supported}."
+            f"Cannot write {_describe(path)}: unknown file type '{path.suffix or '(none)'}'. Use one of {supported}."
         )
     return fmt
 
@@ -633,18 +629,12 @@ def _icc_fits(icc: bytes | None, gray: bool) -> bytes | None:
     space = icc[16:20]
     if space == (b"GRAY" if gray else b"RGB "):
         return icc
-    log.info("not embedding ICC profile for %r pixels: profile is %r", "gray" if gray else "RGB",
-             space)
+    log.info("not embedding ICC profile for %r pixels: profile is %r", "gray" if gray else "RGB", space)
     return None
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data))
-        + kind
-        + data
-        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def _encode_png16(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
@@ -754,8 +744,6 @@ def _encode(picture: Picture, fmt: str, quality: int, bit_depth: int) -> bytes:
         spread = np.ptp(rgb, axis=2)
         gray = bool(spread.size == 0 or float(spread.mean()) <= _GRAY_TOLERANCE)
     alpha = picture.alpha if fmt in _ALPHA_FORMATS else None
-    if gray and alpha is not None and fmt == "BMP":
-        gray = False  # BMP has no gray+alpha
     if gray and alpha is not None and bit_depth == 16 and fmt == "TIFF":
         gray = False  # Pillow cannot read 16-bit gray+alpha TIFF: write RGBA instead
 
@@ -790,7 +778,8 @@ def _encode(picture: Picture, fmt: str, quality: int, bit_depth: int) -> bytes:
     if fmt == "JPEG":
         params.update(quality=int(quality), subsampling=0 if quality >= 90 else 2)
     elif fmt == "WEBP":
-        params.update(quality=int(quality), lossless=quality >= 100)
+        # exact: keep the colour under fully transparent pixels in lossless mode
+        params.update(quality=int(quality), lossless=quality >= 100, exact=True)
     elif fmt == "TIFF" and features.check("libtiff"):
         params["compression"] = "tiff_adobe_deflate"
     buf = io.BytesIO()
@@ -824,9 +813,7 @@ def _commit(tmp: str, path: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, path)  # atomic "create only if absent"
     except FileExistsError:
-        raise OutputExistsError(
-            f"{_describe(path)} already exists; not overwriting it. Choose another name."
-        ) from None
+        raise OutputExistsError(f"{_describe(path)} already exists; not overwriting it. Choose another name.") from None
     except OSError:
         # Filesystem without hard links (FAT/exFAT cards, some network shares).
         if os.path.lexists(path):
@@ -835,19 +822,18 @@ def _commit(tmp: str, path: Path, overwrite: bool) -> None:
             ) from None
         os.replace(tmp, path)
         return
-    os.unlink(tmp)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 def _write_error(path: Path, exc: OSError) -> ImageError:
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         return ImageError(
-            f"Not enough disk space to write {_describe(path)}. Free some space and try again; "
-            "nothing was written."
+            f"Not enough disk space to write {_describe(path)}. Free some space and try again; nothing was written."
         )
     if exc.errno == errno.EFBIG:
         return ImageError(
-            f"{_describe(path)} is too large for this drive's file system; "
-            "choose another drive or format."
+            f"{_describe(path)} is too large for this drive's file system; choose another drive or format."
         )
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
         return ImageError(f"No permission to write {_describe(path)} (the folder is read-only).")
@@ -871,9 +857,11 @@ def save_image(
     spelling, the picture's own source) are only replaced with overwrite=True.
 
     Format comes from ``format`` or the suffix.  ICC/EXIF are carried for
-    JPEG, PNG, TIFF and WebP; alpha for PNG, TIFF, WebP and BMP (JPEG drops
-    it: there is no transparency in JPEG).  PNG/TIFF keep 16 bits when
+    JPEG, PNG, TIFF and WebP; alpha for PNG, TIFF and WebP (JPEG and BMP
+    drop it: JPEG has no transparency, and 32-bit BMP alpha is ignored by
+    most readers, Pillow included).  PNG/TIFF keep 16 bits when
     ``bit_depth`` (default: the picture's) is 16; other formats are 8-bit.
+    JPEG uses 4:4:4 chroma for quality >= 90; WebP is lossless at quality 100.
     Grayscale sources are written as grayscale unless the result gained colour.
     """
     path = Path(path)
@@ -895,9 +883,7 @@ def save_image(
             "or explicitly allow overwriting the original."
         )
     if not overwrite and os.path.lexists(path):
-        raise OutputExistsError(
-            f"{_describe(path)} already exists; not overwriting it. Choose another name."
-        )
+        raise OutputExistsError(f"{_describe(path)} already exists; not overwriting it. Choose another name.")
 
     try:
         data = _encode(picture, fmt, quality, depth)
@@ -952,9 +938,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def output_path_for(
-    source: str | os.PathLike, out: str | os.PathLike | None = None, suffix: str = "_restored"
-) -> Path:
+def output_path_for(source: str | os.PathLike, out: str | os.PathLike | None = None, suffix: str = "_restored") -> Path:
     """Where to save the result of ``source``.
 
     ``photo.jpg`` -> ``photo_restored.jpg`` next to it; if ``out`` is a folder

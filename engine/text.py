@@ -63,14 +63,23 @@ class TextEncoder:
         self._lock = threading.Lock()
 
     def _load(self):
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
         from sentence_transformers import SentenceTransformer, models
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity_error()
+        bars_were_off = are_progress_bars_disabled()
+        disable_progress_bars()  # the "Loading weights" bar is noise; download bars elsewhere must stay
         try:
             transformer = models.Transformer(str(self.path))
-            pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+            dim_of = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+            pooling = models.Pooling(dim_of(), pooling_mode="mean")
             return SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device=self.device)
         except Exception as exc:  # noqa: BLE001 - any loader failure means the same to the user
             raise TextEncoderError(f"Could not load the text encoder from {self.path}: {exc}") from exc
+        finally:
+            if not bars_were_off:
+                enable_progress_bars()
 
     @property
     def model(self):

@@ -1,0 +1,158 @@
+"""Apply one recipe to many photos.
+
+Folders are walked recursively and mirrored under the output folder. A file
+that fails is reported and the batch goes on; outputs that already exist are
+skipped, so a stopped batch resumes where it left off. Decoding the next file
+and encoding the previous one overlap with inference on the current one.
+Outputs are written atomically: a cancelled batch leaves finished files and
+no partial ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.imageio import ImageError, Picture, load_image, save_image
+from engine.jobs import Cancelled, CancelToken
+from engine.session import EditSession, Recipe
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
+FORMAT_SUFFIX = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png", "tiff": ".tif", "tif": ".tif", "webp": ".webp",
+                 "bmp": ".bmp"}
+
+
+@dataclass
+class BatchItem:
+    source: Path
+    output: Path
+    status: str = "pending"  # pending | running | done | skipped | failed | cancelled
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class BatchReport:
+    items: list[BatchItem] = field(default_factory=list)
+    cancelled: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(1 for i in self.items if i.status == status)
+
+    @property
+    def failed(self) -> list[BatchItem]:
+        return [i for i in self.items if i.status == "failed"]
+
+    def summary(self) -> str:
+        parts = [f"{self.count('done')} restored", f"{self.count('skipped')} skipped (already done)",
+                 f"{self.count('failed')} failed"]
+        if self.cancelled:
+            parts.append(f"cancelled with {self.count('pending') + self.count('cancelled')} not processed")
+        return ", ".join(parts)
+
+
+#: ``on_event(item, index, total, fraction_of_this_file)``
+BatchCallback = Callable[[BatchItem, int, int, float], None]
+
+
+def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """(source, relative output path) for files and, recursively, folders.
+
+    A folder's files keep their sub-folders under the folder's own name, so two
+    input folders never collide in the output.
+    """
+    found: list[tuple[Path, Path]] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+                    found.append((f, Path(p.resolve().name) / f.relative_to(p)))
+        elif p.is_file():
+            found.append((p, Path(p.name)))
+        else:
+            raise FileNotFoundError(f"{p} does not exist")
+    return found
+
+
+def plan_outputs(inputs: list[tuple[Path, Path]], out_dir: Path, fmt: str | None = None) -> list[BatchItem]:
+    items = []
+    for src, rel in inputs:
+        suffix = FORMAT_SUFFIX[fmt.lower()] if fmt else rel.suffix
+        items.append(BatchItem(src, out_dir / rel.with_suffix(suffix)))
+    return items
+
+
+def run_batch(items: list[BatchItem], recipe: Recipe, restorer, *, fmt: str | None = None, overwrite: bool = False,
+              quality: int = 95, on_event: BatchCallback | None = None,
+              cancel: CancelToken | None = None) -> BatchReport:
+    """Process ``items`` in order; never raises for a bad file, only records it."""
+    report = BatchReport(items)
+    todo = []
+    for item in items:
+        if item.output.exists() and not overwrite:
+            item.status = "skipped"
+            _emit(on_event, item, items, 1.0)
+        else:
+            todo.append(item)
+
+    def load(item: BatchItem) -> Picture:
+        return load_image(item.source)
+
+    def save(item: BatchItem, picture: Picture) -> None:
+        item.output.parent.mkdir(parents=True, exist_ok=True)
+        save_image(picture, item.output, format=fmt, overwrite=overwrite, quality=quality)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-io") as pool:
+        pending_load: Future | None = pool.submit(load, todo[0]) if todo else None
+        pending_saves: list[tuple[BatchItem, Future]] = []
+        for n, item in enumerate(todo):
+            if cancel is not None and cancel.cancelled:
+                report.cancelled = True
+                break
+            future, pending_load = pending_load, (pool.submit(load, todo[n + 1]) if n + 1 < len(todo) else None)
+            item.status = "running"
+            _emit(on_event, item, items, 0.0)
+            t = time.perf_counter()
+            try:
+                picture = future.result()
+                session = EditSession.replay(recipe, picture.rgb, restorer, cancel=cancel,
+                                             progress=lambda d, o, it=item: _emit(on_event, it, items, d / max(o, 1)))
+                pending_saves.append((item, pool.submit(save, item, picture.with_rgb(session.result()))))
+            except Cancelled:
+                item.status = "cancelled"
+                report.cancelled = True
+                _emit(on_event, item, items, 0.0)
+                break
+            except (ImageError, OSError, ValueError, RuntimeError) as exc:
+                item.status, item.error = "failed", str(exc)
+                _emit(on_event, item, items, 1.0)
+            item.seconds = time.perf_counter() - t
+            _finish_saves(pending_saves, on_event, items, wait=False)
+        if pending_load is not None:
+            pending_load.cancel()
+        _finish_saves(pending_saves, on_event, items, wait=True)
+    return report
+
+
+def _finish_saves(pending: list[tuple[BatchItem, Future]], on_event, items, *, wait: bool) -> None:
+    for entry in list(pending):
+        item, future = entry
+        if not wait and not future.done():
+            continue
+        pending.remove(entry)
+        try:
+            future.result()
+            item.status = "done"
+        except (ImageError, OSError) as exc:
+            item.status, item.error = "failed", str(exc)
+        _emit(on_event, item, items, 1.0)
+
+
+def _emit(on_event: BatchCallback | None, item: BatchItem, items: list[BatchItem], fraction: float) -> None:
+    if on_event is not None:
+        on_event(item, items.index(item), len(items), fraction)

@@ -1,0 +1,222 @@
+"""``instructir``: restore photos from the command line.
+
+    instructir restore photo.jpg "please remove the noise" -o clean.jpg
+    instructir batch photos/ --instruction "remove the noise" -o out/
+    instructir plan "remove the noise and then brighten it a bit" --json
+    instructir models [list | download NAME | verify NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 130
+
+
+class CliError(Exception):
+    """A failure to report in one readable line (no traceback)."""
+
+
+def _restorer(args):
+    from engine.pipeline import Restorer
+
+    return Restorer.from_pretrained(args.model, device=args.device, fast=args.fast, tile=args.tile or None)
+
+
+def _bar(desc: str, total: int = 1000):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="", bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+                disable=None, file=sys.stderr)
+
+
+def _progress_into(bar):
+    def update(done: int, total: int) -> None:
+        bar.n = int(bar.total * done / max(total, 1))
+        bar.refresh()
+
+    return update
+
+
+def cmd_restore(args) -> int:
+    from engine.imageio import load_image, output_path_for, save_image
+    from engine.session import EditSession
+
+    source = Path(args.input)
+    picture = load_image(source)
+    out = output_path_for(source, Path(args.output) if args.output else None)
+    if out.exists() and not args.overwrite:
+        raise CliError(f"{out} already exists; pass --overwrite to replace it")
+    restorer = _restorer(args)
+    session = EditSession(picture.rgb)
+    with _bar("restoring") as bar:
+        plan = session.apply(args.instruction, restorer, progress=_progress_into(bar))
+    for step in plan:
+        mark = "applied" if step.actionable else "skipped"
+        print(f"  {mark}: {step.text!r} -> {step.intent} ({step.confidence:.0%}), strength {step.strength:.2f}"
+              + (f" | {step.message}" if step.message else ""), file=sys.stderr)
+    if not session.steps:
+        raise CliError("nothing to do: no part of the instruction was a restoration request")
+    if args.strength is not None:
+        for i in range(len(session.steps)):
+            session.set_strength(i, args.strength)
+        session.refresh(restorer)
+    path = save_image(picture.with_rgb(session.result()), out, overwrite=args.overwrite, quality=args.quality)
+    print(path)
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from engine.batch import collect_inputs, plan_outputs, run_batch
+    from engine.jobs import CancelToken
+    from engine.session import Recipe
+
+    if bool(args.instruction) == bool(args.recipe):
+        raise CliError("give exactly one of --instruction TEXT or --recipe FILE")
+    recipe = Recipe.load(args.recipe) if args.recipe else None
+    items = plan_outputs(collect_inputs(args.paths), Path(args.output), args.format)
+    if not items:
+        raise CliError("no images found in the given paths")
+    restorer = _restorer(args)
+    if recipe is None:
+        from engine.planning import plan_instruction
+
+        plan = plan_instruction(args.instruction, restorer, no_op_classes=restorer.bundle.no_op_classes)
+        steps = [(p.text, args.strength if args.strength is not None else p.strength) for p in plan if p.actionable]
+        if not steps:
+            raise CliError("nothing to do: " + "; ".join(p.message for p in plan))
+        recipe = Recipe(steps, restorer.name)
+    cancel = CancelToken()
+    from tqdm import tqdm
+
+    with tqdm(total=len(items), desc="batch", unit="file", file=sys.stderr, disable=None) as bar:
+        def on_event(item, index, total, fraction):
+            if item.status in ("done", "skipped", "failed"):
+                bar.n = sum(1 for i in items if i.status in ("done", "skipped", "failed"))
+                bar.set_postfix_str(item.source.name)
+                bar.refresh()
+                if item.status == "failed":
+                    tqdm.write(f"failed: {item.source}: {item.error}", file=sys.stderr)
+
+        try:
+            report = run_batch(items, recipe, restorer, fmt=args.format, overwrite=args.overwrite,
+                               quality=args.quality, on_event=on_event, cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.cancel()
+            raise
+    print(report.summary())
+    return EXIT_ERROR if report.failed else 0
+
+
+def cmd_plan(args) -> int:
+    from engine.pipeline import Restorer
+    from engine.planning import plan_instruction
+
+    restorer = Restorer.from_pretrained(args.model, device="cpu")
+    steps = plan_instruction(args.instruction, restorer, no_op_classes=restorer.bundle.no_op_classes)
+    if args.json:
+        print(json.dumps({"model": restorer.name, "steps": [s.to_dict() for s in steps]}, indent=2))
+    else:
+        for s in steps:
+            state = "apply" if s.actionable else "no-op"
+            print(f"{state}: {s.text!r} -> {s.intent} ({s.confidence:.0%}), strength {s.strength:.2f} {s.message}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from engine import hub
+    from engine.registry import OFFICIAL_MODEL, list_models
+
+    if args.action == "list":
+        for e in list_models():
+            state = "installed" if e.available else "not downloaded"
+            print(f"{e.name:16s} {e.kind:9s} {state:15s} {e.description}" + (f"  [{e.path}]" if e.path else ""))
+        return 0
+    if args.name != OFFICIAL_MODEL:
+        raise CliError(f"only {OFFICIAL_MODEL} can be downloaded or verified; bundled models ship with the app")
+    if args.action == "download":
+        files = hub.download_official(progress=True)
+        print(f"downloaded to {files.image_weights.parent}")
+        return 0
+    files = hub.official_from_folder(Path(args.folder)) if args.folder else hub.official_from_cache()
+    if files is None:
+        raise CliError(f"{OFFICIAL_MODEL} is not downloaded; run 'instructir models download {OFFICIAL_MODEL}'")
+    for name, digest in hub.verify_official(files).items():
+        print(f"ok  {digest}  {name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="instructir", description="Restore photos from plain-language instructions.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def model_opts(p):
+        p.add_argument("--model", default="default", help="bundled model name, instructir-7d, or a model folder")
+        p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
+        p.add_argument("--tile", type=int, default=0, help="tile side in pixels (default: whole image when it fits)")
+        p.add_argument("--fast", action="store_true", help="bf16 on CPUs that support it (slightly less exact)")
+        p.add_argument("--strength", type=float, help="override every step's strength (0..1)")
+        p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+        p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality of outputs")
+
+    p = sub.add_parser("restore", help="restore one photo")
+    p.add_argument("input")
+    p.add_argument("instruction")
+    p.add_argument("-o", "--output", help="output file or folder (default: next to the input, *_restored)")
+    model_opts(p)
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("batch", help="apply one instruction or recipe to files and folders")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--instruction")
+    p.add_argument("--recipe", help="recipe JSON exported from a session")
+    p.add_argument("-o", "--output", required=True, help="output folder (input folders are mirrored inside)")
+    p.add_argument("--format", choices=["jpeg", "png", "tiff", "webp"], help="output format (default: keep)")
+    model_opts(p)
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("plan", help="show how an instruction is understood")
+    p.add_argument("instruction")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--model", default="default")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("models", help="list, download or verify models")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "download", "verify"])
+    p.add_argument("name", nargs="?", default="instructir-7d")
+    p.add_argument("--folder", help="verify a local folder instead of the cache")
+    p.set_defaults(func=cmd_models)
+
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from engine.imageio import ImageError
+    from engine.jobs import Cancelled
+    from engine.planning import EmptyInstructionError
+    from engine.registry import ModelNotFoundError
+    from engine.session import SessionError
+
+    try:
+        return args.func(args)
+    except (KeyboardInterrupt, Cancelled):
+        print("cancelled; no partial output was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (CliError, ImageError, EmptyInstructionError, ModelNotFoundError, SessionError, FileNotFoundError) as exc:
+        print(f"instructir: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - one readable line for anything else, e.g. download failures
+        if type(exc).__name__ in ("ModelDownloadError", "ChecksumError", "DeviceError", "TextEncoderError"):
+            print(f"instructir: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The restorer: text encoder + projection head + image network on one device.
+
+``Restorer.from_pretrained(name)`` loads a model from the registry; ``restore``
+runs one instruction on one image, whole when it fits the memory budget and
+tiled otherwise, with progress, cancellation and (on CUDA) an out-of-memory
+retry with smaller tiles.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.devices import DeviceChoice, choose_device
+from engine.jobs import CancelToken, ProgressCallback, check, report
+from engine.network import build_lm_head, build_network
+from engine.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
+from engine.text import TextEncoder
+from engine.tiling import run_tiled
+
+#: Peak activation bytes per pixel, per unit of network width, in fp32 eval mode (measured, bench/).
+ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH = 40
+MIN_TILE = 128
+DEFAULT_OVERLAP = 48
+CPU_MEMORY_BUDGET = 1_200_000_000
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What the head understood: the class, its probability, and all class probabilities."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+def available_memory() -> int:
+    """Free RAM in bytes (``MemAvailable``), or a conservative guess where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4_000_000_000
+
+
+class Restorer:
+    """A loaded model ready to restore images; keep one per process and reuse it (warm path)."""
+
+    def __init__(self, bundle: ModelBundle, device: str | DeviceChoice = "auto", fast: bool = False,
+                 tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
+                 memory_budget: int | None = None) -> None:
+        self.bundle = bundle
+        self.choice = device if isinstance(device, DeviceChoice) else choose_device(device, fast)
+        self.tile = tile
+        self.overlap = overlap
+        self.memory_budget = memory_budget
+        self.net = build_network(bundle.config).eval()
+        self.net.load_state_dict(bundle.image_state, strict=True)
+        self.head = build_lm_head(num_classes=len(bundle.classes), **{
+            k: v for k, v in bundle.head_config.items() if k != "num_classes"}).eval()
+        self.head.load_state_dict(bundle.head_state, strict=True)
+        self.net.to(self.choice.device, memory_format=torch.channels_last)
+        if self.choice.device.type == "cuda":
+            self.net.half()
+        self.encoder = TextEncoder(bundle.encoder, device="cpu")
+        self._embeddings: dict[str, tuple[torch.Tensor, Intent]] = {}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, allow_download: bool = False,
+                        **kwargs) -> Restorer:
+        return cls(load_model(name_or_path, allow_download=allow_download), **kwargs)
+
+    def save_pretrained(self, folder: str | os.PathLike, half: bool = False) -> Path:
+        return save_folder(self.bundle, Path(folder), half=half)
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.bundle.classes
+
+    # --- text ---------------------------------------------------------------
+
+    def embed(self, instruction: str) -> tuple[torch.Tensor, Intent]:
+        """Text embedding for the network and the understood intent (cached per instruction)."""
+        key = instruction.strip()
+        if key not in self._embeddings:
+            with torch.no_grad():
+                text_embedding, logits = self.head(self.encoder(key))
+            probs = torch.softmax(logits[0], -1)
+            idx = int(probs.argmax())
+            intent = Intent(self.classes[idx], float(probs[idx]),
+                            {c: float(p) for c, p in zip(self.classes, probs)})
+            self._embeddings[key] = (text_embedding, intent)
+        return self._embeddings[key]
+
+    def understand(self, instruction: str) -> Intent:
+        return self.embed(instruction)[1]
+
+    # --- images -------------------------------------------------------------
+
+    def estimate_bytes(self, height: int, width: int) -> int:
+        """Peak activation memory of one whole-image pass (fp32; halves for 16-bit types)."""
+        per_px = ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH * int(self.bundle.config["width"])
+        if self.choice.dtype != torch.float32:
+            per_px //= 2
+        return height * width * per_px
+
+    def _budget(self) -> int:
+        if self.memory_budget is not None:
+            return self.memory_budget
+        if self.choice.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.choice.device)
+            return int(free * 0.7)
+        return min(CPU_MEMORY_BUDGET, available_memory() // 2)
+
+    def plan_tile(self, height: int, width: int) -> int | None:
+        """None for a whole-image pass, else the tile side that fits the memory budget."""
+        if self.tile:
+            return None if max(height, width) <= self.tile else self.tile
+        budget = self._budget()
+        if self.estimate_bytes(height, width) <= budget:
+            return None
+        per_px = self.estimate_bytes(1, 1)
+        side = int(math.sqrt(budget / per_px)) // 32 * 32
+        return max(MIN_TILE, side)
+
+    def _forward(self, x: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+        dev, dtype = self.choice.device, self.choice.dtype
+        x = x.to(dev).contiguous(memory_format=torch.channels_last)
+        t = text_embedding.to(dev)
+        if dev.type == "cpu" and dtype == torch.bfloat16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = self.net(x, t)
+        else:
+            y = self.net(x.to(dtype), t.to(dtype))
+        return y.float().clamp(0, 1).cpu()
+
+    def restore_tensor(self, image: torch.Tensor, text_embedding: torch.Tensor, *,
+                       progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
+        """1x3xHxW float in [0,1] -> restored, same shape."""
+        with torch.inference_mode():
+            return self._restore_tensor(image, text_embedding, progress, cancel)
+
+    def _restore_tensor(self, image, text_embedding, progress, cancel) -> torch.Tensor:
+        _, _, h, w = image.shape
+        tile = self.plan_tile(h, w)
+        while True:
+            try:
+                check(cancel)
+                if tile is None:
+                    out = self._forward(image, text_embedding)
+                    report(progress, 1, 1)
+                    return out
+                return run_tiled(lambda t: self._forward(t, text_embedding), image, tile, self.overlap,
+                                 progress, cancel)
+            except torch.OutOfMemoryError:
+                if self.choice.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                smaller = (tile or max(h, w)) // 2 // 32 * 32
+                if smaller < MIN_TILE:
+                    raise
+                tile = smaller
+
+    def restore(self, image: np.ndarray, instruction: str | torch.Tensor, *,
+                progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> np.ndarray:
+        """Restore an HxWx3 float32 image in [0, 1] following ``instruction``."""
+        emb = instruction if isinstance(instruction, torch.Tensor) else self.embed(instruction)[0]
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+        y = self.restore_tensor(x, emb, progress=progress, cancel=cancel)
+        return y[0].permute(1, 2, 0).numpy()

@@ -1,0 +1,66 @@
+"""Tiled inference with overlap blending, for images larger than memory allows.
+
+NAFNet's channel attention pools over its whole input, so a tile does not see
+the same statistics as the whole image; overlapping tiles blended with linear
+ramps keep the seams invisible (tiled vs whole stays above 45 dB PSNR in the
+tests) while peak memory is bounded by the tile size, not the image size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from engine.jobs import CancelToken, ProgressCallback, check, report
+
+
+def spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Start/end of tiles covering ``[0, length)`` with at least ``overlap`` shared pixels."""
+    if length <= tile:
+        return [(0, length)]
+    stride = max(1, tile - overlap)
+    starts = list(range(0, length - tile, stride)) + [length - tile]
+    return [(s, s + tile) for s in starts]
+
+
+def ramp(start: int, end: int, length: int, overlap: int) -> torch.Tensor:
+    """1-D blend weights: linear ramps where this tile overlaps a neighbour, 1 elsewhere."""
+    n = end - start
+    w = torch.ones(n)
+    k = min(overlap, n // 2)
+    if k > 0:
+        up = (torch.arange(k, dtype=torch.float32) + 0.5) / k
+        if start > 0:
+            w[:k] = up
+        if end < length:
+            w[n - k :] = up.flip(0)
+    return w
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    return [(y0, y1, x0, x1) for y0, y1 in spans(height, tile, overlap) for x0, x1 in spans(width, tile, overlap)]
+
+
+def run_tiled(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    tile: int,
+    overlap: int,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> torch.Tensor:
+    """Apply ``fn`` (1x3xhxw -> 1x3xhxw, CPU float32) tile by tile and blend the results."""
+    _, c, h, w = image.shape
+    grid = tile_grid(h, w, tile, overlap)
+    out = torch.zeros((1, c, h, w), dtype=torch.float32)
+    weight = torch.zeros((1, 1, h, w), dtype=torch.float32)
+    for i, (y0, y1, x0, x1) in enumerate(grid):
+        check(cancel)
+        pred = fn(image[:, :, y0:y1, x0:x1])
+        wy, wx = ramp(y0, y1, h, overlap), ramp(x0, x1, w, overlap)
+        tw = (wy[:, None] * wx[None, :])[None, None]
+        out[:, :, y0:y1, x0:x1].addcmul_(pred, tw)
+        weight[:, :, y0:y1, x0:x1] += tw
+        report(progress, i + 1, len(grid))
+    return out.div_(weight)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from engine.jobs import Cancelled, CancelToken
+from engine.tiling import run_tiled, spans, tile_grid
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(100, 32, 8), (64, 64, 8), (65, 32, 16), (10, 32, 8)])
+def test_spans_cover_with_overlap(length, tile, overlap):
+    s = spans(length, tile, overlap)
+    assert s[0][0] == 0 and s[-1][1] == length
+    for (a0, a1), (b0, b1) in zip(s, s[1:]):
+        assert b0 <= a1 - overlap or a1 == length
+        assert a1 - a0 == min(tile, length)
+
+
+def test_pixelwise_function_is_reproduced_exactly():
+    x = torch.rand(1, 3, 70, 90)
+    calls = []
+    out = run_tiled(lambda t: t * 2, x, tile=32, overlap=8, progress=lambda d, n: calls.append((d, n)))
+    assert torch.allclose(out, x * 2, atol=1e-6)
+    assert calls[-1] == (len(tile_grid(70, 90, 32, 8)),) * 2
+
+
+def test_cancel_between_tiles():
+    token = CancelToken()
+
+    def fn(t):
+        token.cancel()
+        return t
+
+    with pytest.raises(Cancelled):
+        run_tiled(fn, torch.rand(1, 3, 64, 64), tile=32, overlap=8, cancel=token)
+
+
+def psnr(a, b):
+    return 10 * np.log10(1 / max(float(np.mean((a - b) ** 2)), 1e-12))
+
+
+def test_tiled_vs_whole_with_the_bundled_model():
+    from engine.pipeline import Restorer
+    from engine.registry import DEFAULT_MODEL, ModelNotFoundError
+
+    try:
+        whole = Restorer.from_pretrained(DEFAULT_MODEL, device="cpu")
+    except ModelNotFoundError:
+        pytest.skip("bundled model not present")
+    from engine.degradations import gaussian_noise
+    from engine.training.data import package_photos
+
+    img = package_photos(512)[1][:320, :448].astype(np.float32) / 255
+    noisy = gaussian_noise(img, np.random.default_rng(0), sigma=25).image
+    a = whole.restore(noisy, "remove the noise")
+    tiled = Restorer(whole.bundle, device="cpu", tile=192, overlap=48)
+    b = tiled.restore(noisy, "remove the noise")
+    assert psnr(a, b) >= 45
+
+
+def test_restorer_tiles_when_over_budget(tiny_restorer, photo):
+    from engine.pipeline import Restorer
+
+    small_budget = Restorer(tiny_restorer.bundle, device="cpu", memory_budget=tiny_restorer.estimate_bytes(48, 48))
+    assert small_budget.plan_tile(480, 640) is not None
+    assert tiny_restorer.plan_tile(48, 64) is None
+    seen = []
+    out = small_budget.restore(np.tile(photo, (6, 6, 1)), "remove the noise", progress=lambda d, n: seen.append(n))
+    assert out.shape == (288, 384, 3) and seen[-1] > 1
