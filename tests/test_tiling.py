@@ -10,7 +10,7 @@ from engine.tiling import run_tiled, spans, tile_grid
 def test_spans_cover_with_overlap(length, tile, overlap):
     s = spans(length, tile, overlap)
     assert s[0][0] == 0 and s[-1][1] == length
-    for (a0, a1), (b0, b1) in zip(s, s[1:]):
+    for (a0, a1), (b0, _) in zip(s, s[1:]):
         assert b0 <= a1 - overlap or a1 == length
         assert a1 - a0 == min(tile, length)
 

@@ -96,7 +96,9 @@ class PatchSampler:
         m, p = self.margin, self.patch
         if self.rng.random() < self.identity_fraction:
             task = "unrelated"
-            source = clean if self.rng.random() < 0.5 else degrade(clean, TASKS[int(self.rng.integers(len(TASKS)))], self.rng).image
+            source = clean
+            if self.rng.random() < 0.5:
+                source = degrade(clean, TASKS[int(self.rng.integers(len(TASKS)))], self.rng).image
             return source[m : m + p, m : m + p], source[m : m + p, m : m + p], task
         task = TASKS[int(self.rng.integers(len(TASKS)))]
         deg = degrade(clean, task, self.rng).image
