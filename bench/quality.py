@@ -172,7 +172,7 @@ def run(model: str, tasks: list[Task], images, device: str) -> tuple[list[dict],
     for task in tasks:
         acc = {"input": [], "model": [], "baseline": []}
         t_model = 0.0
-        for n, (name, clean) in enumerate(images):
+        for n, (_name, clean) in enumerate(images):
             rng = np.random.default_rng([1234, n, len(task.name)])
             d = task.degrade(clean, rng)
             t = time.perf_counter()
