@@ -18,6 +18,7 @@ import torch
 
 from engine.devices import DeviceChoice, choose_device
 from engine.jobs import CancelToken, ProgressCallback, check, report
+from engine.memory import available_memory, keep_freed_buffers
 from engine.network import build_lm_head, build_network
 from engine.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
 from engine.text import TextEncoder
@@ -39,18 +40,6 @@ class Intent:
     probabilities: dict[str, float]
 
 
-def available_memory() -> int:
-    """Free RAM in bytes (``MemAvailable``), or a conservative guess where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4_000_000_000
-
-
 class Restorer:
     """A loaded model ready to restore images; keep one per process and reuse it (warm path)."""
 
@@ -68,6 +57,8 @@ class Restorer:
             k: v for k, v in bundle.head_config.items() if k != "num_classes"}).eval()
         self.head.load_state_dict(bundle.head_state, strict=True)
         self.net.to(self.choice.device, memory_format=torch.channels_last)
+        if self.choice.device.type == "cpu":
+            keep_freed_buffers()
         if self.choice.device.type == "cuda":
             self.net.half()
         self.encoder = TextEncoder(bundle.encoder, device="cpu")
