@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import memory  # noqa: E402
-from engine.network import OFFICIAL_7D_CONFIG, INTENT_CLASSES, LayerNorm2d, build_network  # noqa: E402
+from engine.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG, LayerNorm2d, build_network  # noqa: E402
 
 GOLDEN = ROOT.parent / "shared" / "reference" / "instructir_golden_small.safetensors"
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         x = torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
         with torch.no_grad():
-            out, secs, rss = timed(lambda x=x: published_forward(base_net, x, text).clamp(0, 1))
+            out, secs, rss = timed(lambda x=x, n=base_net: published_forward(n, x, text).clamp(0, 1))
         baseline[(w, h)] = (out[0].permute(1, 2, 0).numpy().copy(), secs, rss)
         print(f"baseline {w}x{h}: {secs:.2f} s, peak RSS {rss / 2**30:.2f} GiB", flush=True)
     del base_net
@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             gflops = fpp * w * h / secs / 1e9
             peak = peak16 if "bf16" in name else peak32
             tile = restorer.plan_tile(h, w)
-            row = {"size": f"{w}x{h}", "mode": name, "ours_s": round(secs, 2), "ours_peak_rss_gib": round(rss / 2**30, 2),
+            row = {"size": f"{w}x{h}", "mode": name, "ours_s": round(secs, 2),
+                   "ours_peak_rss_gib": round(rss / 2**30, 2),
                    "gflops": round(gflops, 1), "pct_of_peak": round(100 * gflops / peak, 1),
                    "tiles": f"{tile}px" if tile else "whole"}
             if (w, h) in baseline:
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{str(row.get('speedup', '-')) + 'x' if 'speedup' in row else '-'} | {gflops:.0f} "
                   f"({row['pct_of_peak']:.0f}%) | {row.get('baseline_peak_rss_gib', '-')} GiB | "
                   f"{rss / 2**30:.2f} GiB | {row['tiles']} | "
-                  f"{'%.1e' % row['max_abs_diff'] if 'max_abs_diff' in row else '-'} | "
+                  f"{format(row['max_abs_diff'], '.1e') if 'max_abs_diff' in row else '-'} | "
                   f"{row.get('psnr_db', '-')} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"flops_per_pixel": fpp, "peak_fp32": peak32, "peak_bf16": peak16,
