@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", help="verify a local folder instead of the cache")
     p.set_defaults(func=cmd_models)
 
+    __import__("engine.server").server.register_cli(sub)  # serve, gimp-install (engine/server.py)
     return ap
 
 

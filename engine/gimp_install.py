@@ -1,0 +1,98 @@
+"""``instructir gimp-install``: put the GIMP 3 plug-in where GIMP looks for it.
+
+GIMP runs a plug-in only from a folder of its own name holding an executable
+file of that name, so the plug-in lands as ``plug-ins/instructir/instructir.py``
+(mode 755), next to the stdlib protocol client (``instructir_protocol.py``)
+and a record of this install (``instructir.json``): the Python interpreter
+that has the engine, which the plug-in uses to start ``instructir serve`` on
+demand, and where the server's state file lives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+PLUGIN_NAME = "instructir"
+GIMP_VERSION_DIR = "3.0"
+RECORD_FILE = "instructir.json"
+PROTOCOL_MODULE = "instructir_protocol.py"
+IDLE_EXIT_SECONDS = 3600
+
+
+def gimp_user_dir() -> Path:
+    """GIMP 3.0's per-user folder (``$GIMP3_DIRECTORY`` overrides it, as it does for GIMP)."""
+    env = os.environ.get("GIMP3_DIRECTORY")
+    if env:
+        return Path(env).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA", home / "AppData" / "Roaming")) / "GIMP" / GIMP_VERSION_DIR
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "GIMP" / GIMP_VERSION_DIR
+    return Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "GIMP" / GIMP_VERSION_DIR
+
+
+def default_plugin_dir() -> Path:
+    return gimp_user_dir() / "plug-ins"
+
+
+def plugin_source() -> Path:
+    """The plug-in file shipped in the ``plugin_gimp`` package."""
+    return Path(__file__).resolve().parent.parent / "plugin_gimp" / "instructir.py"
+
+
+def engine_path() -> str:
+    """The folder that holds the ``engine`` package (put on PYTHONPATH when the plug-in starts the server)."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def install(plugin_dir: str | os.PathLike | None = None, *, python: str | None = None, model: str = "default",
+            device: str = "auto", state_file: str | os.PathLike | None = None) -> Path:
+    """Install (or update) the plug-in; returns the installed plug-in file."""
+    from engine.server import default_state_file
+
+    python = python or sys.executable
+    target = Path(plugin_dir).expanduser() if plugin_dir else default_plugin_dir()
+    folder = target / PLUGIN_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    src = plugin_source()
+    if not src.is_file():
+        raise FileNotFoundError(f"the plug-in source {src} is missing from this installation")
+    state = Path(state_file) if state_file else default_state_file()
+    record = {
+        "python": python,
+        "engine_path": engine_path(),
+        "state_file": str(state),
+        "log_file": str(state.with_name("server.log")),
+        "model": model,
+        "device": device,
+        "idle_exit": IDLE_EXIT_SECONDS,
+    }
+    dest = folder / f"{PLUGIN_NAME}.py"
+    _copy(src, dest, 0o755)
+    _copy(Path(__file__).resolve().parent / "protocol.py", folder / PROTOCOL_MODULE, 0o644)
+    tmp = folder / (RECORD_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / RECORD_FILE)
+    return dest
+
+
+def uninstall(plugin_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the plug-in folder; returns what was removed (nothing when it was not installed)."""
+    target = Path(plugin_dir).expanduser() if plugin_dir else default_plugin_dir()
+    folder = target / PLUGIN_NAME
+    if not (folder / f"{PLUGIN_NAME}.py").exists() and not (folder / RECORD_FILE).exists():
+        return []
+    shutil.rmtree(folder)
+    return [folder]
+
+
+def _copy(src: Path, dest: Path, mode: int) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, mode)
+    os.replace(tmp, dest)
