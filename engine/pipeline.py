@@ -24,11 +24,13 @@ from engine.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
 from engine.text import TextEncoder
 from engine.tiling import run_tiled
 
-#: Peak activation bytes per pixel, per unit of network width, in fp32 eval mode (measured, bench/).
-ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH = 40
+#: Peak activation bytes per pixel, per unit of network width, fp32 inference with the engine's
+#: allocator settings (measured: 41-45 for the 7D config, 57 for studio-small; see bench/README.md).
+ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH = 60
 MIN_TILE = 128
 DEFAULT_OVERLAP = 48
-CPU_MEMORY_BUDGET = 1_200_000_000
+#: What one restore may use on CPU in all: activations, the float input and the blended output.
+CPU_MEMORY_BUDGET = 1_500_000_000
 
 
 @dataclass(frozen=True)
@@ -116,14 +118,19 @@ class Restorer:
         return min(CPU_MEMORY_BUDGET, available_memory() // 2)
 
     def plan_tile(self, height: int, width: int) -> int | None:
-        """None for a whole-image pass, else the tile side that fits the memory budget."""
+        """None for a whole-image pass, else the tile side that fits the memory budget.
+
+        The budget pays first for the full-size float input and output (which a
+        tiled run keeps too); the rest bounds the activations.
+        """
         if self.tile:
             return None if max(height, width) <= self.tile else self.tile
-        budget = self._budget()
+        image_bytes = height * width * 3 * 4
+        budget = self._budget() - 2 * image_bytes
         if self.estimate_bytes(height, width) <= budget:
             return None
         per_px = self.estimate_bytes(1, 1)
-        side = int(math.sqrt(budget / per_px)) // 32 * 32
+        side = int(math.sqrt(max(budget, 0) / per_px)) // 32 * 32
         return max(MIN_TILE, side)
 
     def _forward(self, x: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:

@@ -50,17 +50,25 @@ def run_tiled(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> torch.Tensor:
-    """Apply ``fn`` (1x3xhxw -> 1x3xhxw, CPU float32) tile by tile and blend the results."""
+    """Apply ``fn`` (1x3xhxw -> 1x3xhxw, CPU float32) tile by tile and blend the results.
+
+    Tile weights are separable (``wy * wx``) and the tiles form a grid, so the
+    sum of weights at a pixel is ``sum(wy) * sum(wx)``: two 1-D vectors instead
+    of a full-size weight map (which would cost a third of the output's memory).
+    """
     _, c, h, w = image.shape
-    grid = tile_grid(h, w, tile, overlap)
+    ys, xs = spans(h, tile, overlap), spans(w, tile, overlap)
     out = torch.zeros((1, c, h, w), dtype=torch.float32)
-    weight = torch.zeros((1, 1, h, w), dtype=torch.float32)
-    for i, (y0, y1, x0, x1) in enumerate(grid):
+    norm_y, norm_x = torch.zeros(h), torch.zeros(w)
+    for y0, y1 in ys:
+        norm_y[y0:y1] += ramp(y0, y1, h, overlap)
+    for x0, x1 in xs:
+        norm_x[x0:x1] += ramp(x0, x1, w, overlap)
+    total = len(ys) * len(xs)
+    for i, ((y0, y1), (x0, x1)) in enumerate((yy, xx) for yy in ys for xx in xs):
         check(cancel)
         pred = fn(image[:, :, y0:y1, x0:x1])
-        wy, wx = ramp(y0, y1, h, overlap), ramp(x0, x1, w, overlap)
-        tw = (wy[:, None] * wx[None, :])[None, None]
+        tw = ramp(y0, y1, h, overlap)[:, None] * ramp(x0, x1, w, overlap)[None, :]
         out[:, :, y0:y1, x0:x1].addcmul_(pred, tw)
-        weight[:, :, y0:y1, x0:x1] += tw
-        report(progress, i + 1, len(grid))
-    return out.div_(weight)
+        report(progress, i + 1, total)
+    return out.div_(norm_y.view(1, 1, h, 1)).div_(norm_x.view(1, 1, 1, w))
