@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--allow-download", action="store_true", help="download a hub-id base model if not cached")
     args = ap.parse_args(argv)
 
     if args.cmd == "check":
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {out} already exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     picture = load_image(source)
-    pipe = SpirePipeline.from_pretrained(args.adapter, args.base, device=args.device)
+    pipe = SpirePipeline.from_pretrained(args.adapter, args.base, device=args.device,
+                                         local_files_only=not args.allow_download)
     print(f"restoring with '{prompt}' on {pipe.choice.label}", file=sys.stderr)
     rgb = pipe.restore(picture.rgb, prompt, args.semantic, negative_prompt=args.negative, steps=args.steps,
                        guidance=args.guidance, strength=args.strength, seed=args.seed,

@@ -11,6 +11,7 @@ reported per step and cancellation is checked between steps.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -103,11 +104,15 @@ class SpirePipeline:
         #: Height and width are padded to a multiple of this (the VAE's factor times the UNet's).
         self.multiple = self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
         self.max_pixels = MAX_PIXELS
+        self._lock = threading.Lock()  # the skip hooks hold per-call state: one restoration at a time
 
     @classmethod
     def from_pretrained(cls, adapter: str | os.PathLike | None = None, base: str | os.PathLike | None = None, *,
-                        device: str | DeviceChoice = "auto", local_files_only: bool = False) -> SpirePipeline:
-        """Load an adapter folder (default: the installed one) and its base model (default: the one it names)."""
+                        device: str | DeviceChoice = "auto", local_files_only: bool = True) -> SpirePipeline:
+        """Load an adapter folder (default: the installed one) and its base model (default: the one it names).
+
+        A hub-id base must already be in the local cache unless ``local_files_only=False`` (never download silently).
+        """
         from engine.spire import find_adapter
 
         folder = Path(adapter) if adapter is not None else find_adapter()
@@ -130,7 +135,6 @@ class SpirePipeline:
         factor = prompt.upsample if upscale and prompt.upsample else 1.0
         return max(1, round(height * factor)), max(1, round(width * factor))
 
-    @torch.no_grad()
     def restore(self, image: np.ndarray | Image.Image, restoration_prompt: str | RestorationPrompt,
                 semantic_prompt: str = "", *, negative_prompt: str = "", steps: int = DEFAULT_STEPS,
                 guidance: float = DEFAULT_GUIDANCE, strength: float = 1.0, upscale: bool = True, seed: int = 0,
@@ -143,7 +147,8 @@ class SpirePipeline:
         semantic-agnostic restoration. With "Upsample to Nx" and ``upscale`` the
         photo is enlarged N times first (SPIRE restores at the target size).
         ``strength`` < 1 starts from the noised degraded image instead of pure
-        noise (fewer steps, closer to the input). Raises ``Cancelled``.
+        noise (fewer steps, closer to the input). Raises ``Cancelled``. Calls
+        from several threads run one after another.
         """
         prompt = restoration_prompt if isinstance(restoration_prompt, RestorationPrompt) \
             else from_instruction(restoration_prompt)
@@ -151,7 +156,13 @@ class SpirePipeline:
             raise ValueError("steps must be at least 1")
         if not 0.0 < strength <= 1.0:
             raise ValueError("strength must be in (0, 1]")
-        rgb = to_numpy(image)
+        with self._lock, torch.no_grad():
+            return self._restore(to_numpy(image), prompt, semantic_prompt, negative_prompt, steps, guidance,
+                                 strength, upscale, seed, progress, cancel)
+
+    def _restore(self, rgb: np.ndarray, prompt: RestorationPrompt, semantic_prompt: str, negative_prompt: str,
+                 steps: int, guidance: float, strength: float, upscale: bool, seed: int,
+                 progress: ProgressCallback | None, cancel: CancelToken | None) -> np.ndarray:
         h, w = self.output_size(*rgb.shape[:2], prompt, upscale)
         if h * w > self.max_pixels:
             raise ValueError(f"{w}x{h} is too large for one SPIRE pass (at most {self.max_pixels / 1e6:.1f} MP); "
