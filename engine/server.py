@@ -381,6 +381,7 @@ class EngineServer:
             emit("restoring", 0, 1000, "restoring")
             plan = session.apply(header["instruction"], restorer,
                                  progress=lambda d, n: emit("restoring", d, n, "restoring"), cancel=cancel)
+            check(cancel)  # a client that left during the last pass gets no result, and the job does not count
             if not session.steps:
                 raise NothingToDo("nothing to do: " + "; ".join(p.message or f"{p.text!r} is not a restoration request"
                                                                 for p in plan))

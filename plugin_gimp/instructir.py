@@ -92,15 +92,15 @@ class Progress:
             self.set_text("InstructIR: waiting for another image to finish\u2026")
         elif stage == "restoring":
             self.set_text("InstructIR: restoring\u2026")
-        total = msg.get("total") or 0
-        if stage == "restoring" and total > 0:
-            frac = (self.index + min(1.0, msg.get("done", 0) / total)) / self.count
+        total, done = msg.get("total") or 0, msg.get("done") or 0
+        if stage == "restoring" and total > 0 and done > 0:
+            frac = (self.index + min(1.0, done / total)) / self.count
             if self.fraction is None or frac >= self.fraction:
                 self.fraction = frac
                 Gimp.progress_update(frac)
                 self.updates += 1
-        elif self.fraction is None:
-            Gimp.progress_pulse()
+        elif self.fraction is None or self.fraction <= self.index / self.count:
+            Gimp.progress_pulse()  # nothing measurable yet (loading, or one whole-image pass): show activity
 
 
 def connect(record, model, device):
@@ -157,10 +157,18 @@ def restore_drawables(image, drawables, instruction, strength, model, device):
         progress.index = i
         rect, fmt, dtype, pixels, mask = read_region(image, drawable)
         _, _, w, h = rect
+        seen = []
+
+        def on_progress(msg, drawable=drawable, seen=seen):
+            if not seen:
+                seen.append(msg)
+                _trace("working", source=drawable.get_id())
+            progress(msg)
+
         try:
             reply, data = client.restore(pixels, w, h, 4, dtype, instruction, strength=strength, mask=mask,
                                          mask_dtype="f32" if mask is not None else None, model=model,
-                                         device=device, on_progress=progress)
+                                         device=device, on_progress=on_progress)
         except protocol.ServerError as exc:
             raise PluginError("InstructIR: " + exc.message) from None
         except (OSError, protocol.ProtocolError) as exc:
@@ -203,6 +211,7 @@ def run(procedure, run_mode, image, drawables, config, data):
 
         GimpUi.init(PROC_NAME)
         dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="InstructIR")
+        dialog.get_scale_entry("strength", 1.0)  # a slider rather than a bare spin button
         dialog.fill(["instruction", "strength", "model", "device"])
         ok = dialog.run()
         dialog.destroy()
@@ -259,7 +268,7 @@ class InstructIR(Gimp.PlugIn):
         procedure.set_attribution("InstructIR Studio", "InstructIR Studio", "2026")
         procedure.add_string_argument("instruction", "_Instruction", "What to fix, in plain language",
                                       DEFAULT_INSTRUCTION, GObject.ParamFlags.READWRITE)
-        procedure.add_double_argument("strength", "_Strength",
+        procedure.add_double_argument("strength", "Stren_gth",
                                       "Scales the strength read from the instruction (1: as written)",
                                       0.0, 1.0, 1.0, GObject.ParamFlags.READWRITE)
         procedure.add_string_argument("model", "_Model", "Model name or folder (empty: the installed default)",

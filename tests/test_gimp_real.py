@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,8 +65,9 @@ def _save_png(path: Path, arr: np.ndarray) -> None:
 
 
 def _start_server(model: str, state_file: Path, log_file: Path) -> subprocess.Popen:
+    # Small tiles: progress moves several times per image and a job can be cancelled between tiles.
     cmd = ["nice", "-n", "10", sys.executable, "-m", "engine.cli", "serve", "--model", model, "--device", "cpu",
-           "--state-file", str(state_file)]
+           "--tile", "128", "--state-file", str(state_file)]
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     deadline = time.monotonic() + 180
@@ -76,6 +79,27 @@ def _start_server(model: str, state_file: Path, log_file: Path) -> subprocess.Po
         time.sleep(0.3)
     proc.terminate()
     raise AssertionError("the engine server did not come up:\n" + log_file.read_text())
+
+
+def _cancel_third_job(trace: Path, plugin_dir: str, timeout: float = 300) -> None:
+    """Do what GIMP's Cancel button does to a plug-in (it kills it) once the third job is running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = trace.read_text() if trace.exists() else ""
+        if text.count('"event": "working"') >= 3:
+            break
+        time.sleep(0.02)
+    else:
+        return
+    for proc in Path("/proc").iterdir():  # the plug-in process this test's GIMP started, by its unique path
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and f"{plugin_dir}/instructir/instructir.py" in cmdline:
+            os.kill(int(proc.name), signal.SIGKILL)
+            with open(trace, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"event": "killed", "pid": int(proc.name)}) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +127,7 @@ def gimp_run(tmp_path_factory, request):
     _save_png(work / "noisy.png", noisy)
     rgba = np.concatenate([noisy, np.linspace(0.2, 1.0, 160, dtype=np.float32)[None, :, None].repeat(160, 0)], 2)
     _save_png(work / "noisy-alpha.png", rgba)
+    _save_png(work / "big.png", np.tile(noisy, (8, 8, 1)))  # 1280x1280: long enough to cancel mid-way
 
     gimp_install.install(work / "gimp" / "plug-ins", python=sys.executable, model=model, device="cpu")
     state = work / "state.json"
@@ -112,6 +137,7 @@ def gimp_run(tmp_path_factory, request):
          "export": f"{inner}/rgb-result.png"},
         {"name": "selection", "input": f"{inner}/noisy.png", "instruction": "remove the noise",
          "ellipse": [40, 30, 70, 90]},
+        {"name": "cancelled", "input": f"{inner}/big.png", "instruction": "remove the noise"},
         {"name": "gray-alpha-16", "input": f"{inner}/noisy-alpha.png", "instruction": "remove the noise",
          "grayscale": True, "precision": "u16"},
         {"name": "not-a-request", "input": f"{inner}/noisy.png", "instruction": "hello"},
@@ -125,6 +151,9 @@ def gimp_run(tmp_path_factory, request):
     cmd = ["nice", "-n", "10", "chroot", str(root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()),
            "gimp-console-3.0", "-i", "-d", "-f", "--batch-interpreter=python-fu-eval",
            "-b", f"exec(open('{inner}/driver.py').read())", "--quit"]
+    killer = threading.Thread(target=_cancel_third_job, args=(work / "trace.jsonl", f"{inner}/gimp/plug-ins"),
+                              daemon=True)
+    killer.start()
     t = time.monotonic()
     try:
         gimp = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -191,9 +220,19 @@ def test_result_is_one_undo_group_and_progress_moved(gimp_run):
     first = events.index("undo_group_start")
     assert events[first:first + 3] == ["undo_group_start", "layer", "undo_group_end"]
     assert trace[first]["ok"] and trace[first + 2]["ok"], "GIMP did not open/close the undo group"
-    assert events.count("undo_group_start") == 3  # three successful cases, none for the refused one
+    assert events.count("undo_group_start") == 3  # three successful cases; none cancelled or refused
     progress = [e for e in trace if e["event"] == "progress"]
-    assert progress and all(p["updates"] >= 1 for p in progress)
+    assert len(progress) == 3 and all(p["updates"] >= 1 and p["fraction"] == 1.0 for p in progress)
+    assert progress[0]["updates"] >= 3  # the 160x160 image goes through the engine in 128-pixel tiles
+
+
+def test_cancelling_leaves_the_image_alone_and_the_server_up(gimp_run):
+    assert "killed" in [e["event"] for e in gimp_run["trace"]], "the cancel case never started its job"
+    case = gimp_run["cases"]["cancelled"]
+    assert case["status"] != "success"
+    assert len(case["after"]) == len(case["before"])
+    assert "cancelling its job" in gimp_run["server_log"]
+    _ok(gimp_run["cases"]["gray-alpha-16"])  # the next filter run works with the same server
 
 
 def test_selection_is_respected(gimp_run):
