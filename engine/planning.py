@@ -12,24 +12,17 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-DEFAULT_STRENGTH = 1.0
-MIN_CONFIDENCE = 0.45
-#: A denoising sigma (on [0, 1]) at or above this is full strength; the paper's noise tops out near 50/255.
-FULL_STRENGTH_SIGMA = 0.2
+from engine.prompts import parse_strength
 
-# Ordered: longer phrases first so "a little bit" wins over "a bit".
-_DEGREES: list[tuple[str, float]] = [
-    (r"as much as (?:possible|you can)|completely|fully|entirely|totally|aggressively|max(?:imum)?|all the way", 1.0),
-    (r"a lot|a great deal|strongly|heavily|significantly|much more|really|very much|hard", 1.0),
-    (r"moderately|medium|halfway|reasonably|fairly|somewhat", 0.7),
-    (r"just a (?:touch|hair|tad|smidge)|a tiny bit|very (?:slightly|lightly|gently|subtly)|barely|the tiniest", 0.25),
-    (r"a little bit|a little|a bit|slightly|a touch|a tad|gently|lightly|subtly|mildly|softly|a small amount|"
-     r"not too much|just a little|kinda|kind of", 0.5),
-]
-_DEGREE_RES = [(re.compile(rf"\b(?:{p})\b", re.IGNORECASE), s) for p, s in _DEGREES]
-_PERCENT = re.compile(r"\b(\d{1,3}(?:\.\d+)?)\s*(?:%|percent\b|per cent\b)", re.IGNORECASE)
-_STRENGTH = re.compile(r"\b(?:strength|amount|intensity|level)\s*(?:of|=|:|at|to)?\s*(\d*\.?\d+)", re.IGNORECASE)
-_SIGMA = re.compile(r"\b(?:sigma|σ|noise level)\s*(?:of|=|:|at|to)?\s*(\d*\.?\d+)", re.IGNORECASE)
+__all__ = ["EmptyInstructionError", "PlannedStep", "parse_strength", "plan_instruction", "split_instruction"]
+
+MIN_CONFIDENCE = 0.45
+_EDGES = re.compile(r"^[\s,.!]+|[\s,.!]+$")
+
+
+def _trim(text: str) -> str:
+    """Drop surrounding whitespace (any Unicode kind) and stray punctuation."""
+    return _EDGES.sub("", text)
 
 # Compound instructions: explicit sequencing words always split.
 _SEQUENCE = re.compile(
@@ -82,35 +75,14 @@ class EmptyInstructionError(ValueError):
     """The instruction has no words in it."""
 
 
-def parse_strength(text: str) -> float:
-    """Strength 0..1 from degree words or numbers in ``text`` (1.0 when none)."""
-    if m := _PERCENT.search(text):
-        return _clamp(float(m.group(1)) / 100)
-    if m := _STRENGTH.search(text):
-        v = float(m.group(1))
-        return _clamp(v / 100 if v > 1 else v)
-    if m := _SIGMA.search(text):
-        v = float(m.group(1))
-        sigma = v / 255 if v > 1 else v
-        return _clamp(max(0.1, sigma / FULL_STRENGTH_SIGMA))
-    for regex, strength in _DEGREE_RES:
-        if regex.search(text):
-            return strength
-    return DEFAULT_STRENGTH
-
-
-def _clamp(v: float) -> float:
-    return float(min(1.0, max(0.0, v)))
-
-
 def split_instruction(text: str) -> list[str]:
     """Ordered parts of a compound instruction; a single request stays whole."""
     parts: list[str] = []
     for chunk in _SEQUENCE.split(text):
-        chunk = re.sub(r"^(?:and\s+)?then\s+", "", (chunk or "").strip(" ,.!"), flags=re.IGNORECASE)
+        chunk = re.sub(r"^(?:and\s+)?then\s+", "", _trim(chunk or ""), flags=re.IGNORECASE)
         if not chunk:
             continue
-        pieces = [p.strip(" ,.!") for p in _AND_SPLIT.split(chunk) if p and p.strip(" ,.!")]
+        pieces = [_trim(p) for p in _AND_SPLIT.split(chunk) if p and _trim(p)]
         carry = _CARRY.match(pieces[0]) if pieces else None
         for i, piece in enumerate(pieces):
             if i and carry and re.match(rf"^(?:{_COMPARATIVES})\b", piece, re.IGNORECASE):
@@ -119,7 +91,7 @@ def split_instruction(text: str) -> list[str]:
             if not verb:
                 parts.append(piece)
                 continue
-            nouns = [n.strip(" ,.!") for n in _NOUN_AND.split(piece)]
+            nouns = [_trim(n) for n in _NOUN_AND.split(piece)]
             parts += [nouns[0]] + [verb.group(1) + n for n in nouns[1:] if n]
     return parts
 
