@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, help="override the config's total steps")
     ap.add_argument("--data-root", action="append", help="replace the config's photo folders")
+    ap.add_argument("--init", type=Path, help="start from a model folder's weights (e.g. the shipped model) "
+                    "instead of random ones; ignored when resuming")
     args = ap.parse_args(argv)
 
     config = json.loads(args.config.read_text())
@@ -108,6 +110,13 @@ def main(argv: list[str] | None = None) -> None:
         step, elapsed = ckpt["step"], ckpt["elapsed"]
         rng = np.random.default_rng([tc["seed"], step])
         print(f"resumed at step {step}")
+    elif args.init:
+        from engine.registry import load_folder
+
+        init = load_folder(args.init)
+        net.load_state_dict(init.image_state)
+        head.load_state_dict(init.head_state)
+        print(f"initialised from {args.init}")
 
     photos = load_photos(dc["roots"], dc["extra_package_photos"], dc["max_side"])
     sampler = PatchSampler(photos, dc["patch_size"], seed=int(rng.integers(2**31)),
