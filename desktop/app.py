@@ -1,0 +1,150 @@
+"""``instructir-studio``: start the desktop app, optionally opening a photo or session.
+
+``--self-test IMAGE`` opens IMAGE, applies "remove the noise", exports to a
+temporary file and exits 0 (packaging smoke test; needs no display).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+SELF_TEST_INSTRUCTION = "remove the noise"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="instructir-studio", description="Restore photos from plain instructions.")
+    parser.add_argument("file", nargs="?", help="a photo or a .irsession file to open")
+    parser.add_argument("--self-test", metavar="IMAGE", help="open IMAGE, remove the noise, export, exit (0 = ok)")
+    parser.add_argument("--model", help="model name or folder for this run (default: the one in Settings)")
+    parser.add_argument("--device", help="auto, cpu, cuda or mps for this run")
+    return parser.parse_args(argv)
+
+
+def _application():
+    from PySide6.QtWidgets import QApplication
+
+    from .icons import icon
+    from .settings import APP_NAME, ORG_NAME
+    from .theme import apply_theme
+
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName(APP_NAME)
+        app.setOrganizationName(ORG_NAME)
+        app.setApplicationDisplayName(APP_NAME)
+        app.setDesktopFileName("instructir-studio")
+        app.setWindowIcon(icon("app"))
+    apply_theme(app)
+    return app
+
+
+def _provider(settings, model: str | None, device: str | None):
+    from .model_provider import ModelProvider
+
+    return ModelProvider(settings, model=model, device=device)
+
+
+def self_test(image: str, model: str | None = None, device: str | None = None, provider=None,
+              timeout_s: float = 600) -> int:
+    """Open ``image`` in a real (hidden) window, apply one instruction, export, check the file; 0 on success."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = _application()  # noqa: F841 - keeps the QApplication alive
+    from engine.imageio import load_image
+
+    from .main_window import MainWindow
+    from .settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="instructir-self-test-") as tmp:
+        settings = Settings.at(Path(tmp) / "settings")
+        if provider is None:
+            provider = _provider(settings, model, device)
+            provider.load()
+        window = MainWindow(settings, provider, autosave=False)
+        replies, notices = [], []
+        window.controller.replied.connect(replies.append)
+        window.controller.notice.connect(lambda text, kind: notices.append((kind, text)))
+        try:
+            window.open_path(image)
+            window.controller.queue.wait_idle(int(timeout_s * 1000))
+            if not window.document.is_open:
+                print(f"self-test failed: could not open {image}: {notices[-1][1] if notices else '?'}",
+                      file=sys.stderr)
+                return 1
+            window.controller.send(SELF_TEST_INSTRUCTION)
+            window.controller.queue.wait_idle(int(timeout_s * 1000))
+            applied = [r for r in replies if r.kind == "applied"]
+            if not applied:
+                why = replies[-1].message if replies else "no reply"
+                print(f"self-test failed: '{SELF_TEST_INSTRUCTION}' was not applied: {why}", file=sys.stderr)
+                return 1
+            suffix = Path(image).suffix if Path(image).suffix.lower() in (".png", ".jpg", ".jpeg", ".tif",
+                                                                          ".tiff", ".webp") else ".png"
+            out = Path(tmp) / f"self-test{suffix}"
+            window.controller.export(out)
+            window.controller.queue.wait_idle(int(timeout_s * 1000))
+            if not out.is_file():
+                print(f"self-test failed: export did not write {out}: {notices[-1][1] if notices else '?'}",
+                      file=sys.stderr)
+                return 1
+            written = load_image(out)
+            if written.size != window.document.picture.size:
+                print("self-test failed: the exported photo has the wrong size", file=sys.stderr)
+                return 1
+            step = window.document.steps[0]
+            print(f"self-test ok: {Path(image).name} -> {step.intent} ({step.confidence:.0%}), "
+                  f"{step.seconds:.1f} s, exported {written.size[0]}x{written.size[1]} with {provider.describe()}")
+            return 0
+        finally:
+            window.shutdown()
+            window.deleteLater()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``instructir-studio`` (a gui-script: ``sys.exit(main())``)."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.self_test:
+        return self_test(args.self_test, args.model, args.device)
+
+    app = _application()
+    from PySide6.QtCore import QTimer
+
+    from .main_window import MainWindow
+    from .settings import Settings
+
+    settings = Settings.from_environment()
+    provider = _provider(settings, args.model, args.device)
+    window = MainWindow(settings, provider)
+    _install_excepthook(window)
+    window.show()
+    provider.load()
+    if args.file:
+        window.open_path(args.file)
+    else:
+        QTimer.singleShot(200, window.offer_recovery)
+    return app.exec()
+
+
+def _install_excepthook(window) -> None:
+    """A bug in a slot shows a message in the window instead of taking the app down."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        logging.getLogger("desktop").error("unexpected error", exc_info=(kind, value, tb))
+        try:
+            window.chat.add_notice(f"Internal error ({kind.__name__}: {value}). Your work is autosaved.", "error")
+        except Exception:  # noqa: BLE001 - never fail inside the hook
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Glue between the document, the model provider and the job queue: what the app *does*, with no widgets.
+
+Every request (an instruction, opening, exporting, saving a session,
+recomputing) becomes a queued task. Its factory snapshots the document when
+its turn comes, the work runs on a pool thread, and the outcome is committed
+on the UI thread as an undoable command. The window only connects signals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
+
+from engine.planning import PlannedStep
+
+from .document import SESSION_SUFFIX, Document, StudioSession, load_session_file, save_session_file
+from .imaging import thumbnail, to_qimage
+from .model_provider import FAILED, LOADING, READY, ModelProvider
+from .workers import JobQueue, NotReady
+
+INTENT_NAMES = {
+    "noise": "Denoise", "blur": "Deblur", "rain": "Remove rain", "haze": "Dehaze", "low-light": "Brighten",
+    "enhancement": "Enhance", "upsampling": "Upscale", "jpeg": "Remove JPEG artefacts",
+    "unrelated": "Not a restoration request",
+}
+
+
+def intent_name(label: str) -> str:
+    return INTENT_NAMES.get(label, label.replace("-", " ").capitalize())
+
+
+@dataclass
+class Reply:
+    """The app's answer to one instruction, as the chat shows it."""
+
+    request_id: int
+    instruction: str
+    kind: str  # applied | nothing | error | cancelled
+    plan: list[PlannedStep] = field(default_factory=list)
+    seconds: float = 0.0
+    message: str = ""
+    thumbnail: QImage | None = None
+    token: int | None = None  # the undo command this reply created (click to jump there)
+    stale_merge: bool = False  # the document changed while computing: new steps were added as previews
+
+
+@dataclass
+class ApplyOutcome:
+    plan: list[PlannedStep]
+    steps: list
+    added: int
+    result: np.ndarray | None
+    display: QImage | None
+    thumb: QImage | None
+    seconds: float
+
+
+_request_ids = itertools.count(1)
+
+
+class StudioController(QObject):
+    """Runs the app's requests in order on worker threads and reports back with signals."""
+
+    opened = Signal(str)  # a message describing what was opened
+    notice = Signal(str, str)  # text, kind (info | error | warning)
+    requested = Signal(int, str)  # request id, instruction (emitted first, before any reply)
+    requestQueued = Signal(int, int)  # request id, how many tasks are ahead
+    requestStarted = Signal(int)
+    replied = Signal(object)  # Reply
+    exported = Signal(str)
+    busyChanged = Signal(bool)
+    progress = Signal(int, int)
+    activity = Signal(str)  # what is running now ("Restoring…", "Waiting for the model…")
+
+    def __init__(self, document: Document, provider: ModelProvider, queue: JobQueue | None = None,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.document = document
+        self.provider = provider
+        self.queue = queue or JobQueue(parent=self)
+        self.queue.busyChanged.connect(self.busyChanged)
+        self.queue.progress.connect(self.progress)
+        self.queue.started.connect(lambda task: self.activity.emit(task.label))
+        self.queue.waiting.connect(self.activity)
+        self.provider.stateChanged.connect(self.queue.poke)
+
+    @property
+    def busy(self) -> bool:
+        return self.queue.busy
+
+    def _restorer(self):
+        """The model for a task starting now, or NotReady while it loads (the task keeps its place)."""
+        if self.provider.state == READY:
+            return self.provider.restorer
+        if self.provider.state == LOADING:
+            raise NotReady("Waiting for the model to load…")
+        if self.provider.state == FAILED:
+            raise RuntimeError(self.provider.error)
+        raise RuntimeError("No model is loaded. Open Settings → Model to choose one.")
+
+    # --- opening --------------------------------------------------------------
+
+    def open_path(self, path: str | Path, *, recovered: bool = False) -> None:
+        """Open a photo or a session file (in the background); running and queued work is cancelled.
+
+        ``recovered``: an autosave after a crash; it opens as unsaved work on its original photo.
+        """
+        path = Path(path)
+        self.cancel(quiet=True)
+
+        def factory():
+            def work(progress, cancel):
+                if path.suffix.lower() == SESSION_SUFFIX:
+                    session, picture = load_session_file(path)
+                else:
+                    from engine.imageio import load_image
+
+                    picture = load_image(path)
+                    session = StudioSession(picture.rgb)
+                before = to_qimage(session.original)
+                after = to_qimage(session.result()) if session.steps else None
+                return session, picture, before, after
+
+            return work
+
+        def done(result) -> None:
+            session, picture, before, after = result
+            shown = (picture.source or path) if recovered else path
+            self.document.open(picture, session, path=shown, before=before, after=after)
+            if recovered:
+                self.document.stack.resetClean()
+            self.opened.emit(("Recovered unsaved work. " if recovered else "")
+                             + describe_picture(shown, picture, session))
+
+        self.queue.submit(f"Opening {path.name}…", factory, on_finished=done,
+                          on_failed=lambda message: self.notice.emit(message, "error"))
+
+    # --- instructions ---------------------------------------------------------
+
+    def send(self, instruction: str) -> int:
+        """Queue an instruction; returns a request id that later signals (and the Reply) carry."""
+        request_id = next(_request_ids)
+        text = instruction.strip()
+        ahead = len(self.queue.pending) + (1 if self.queue.current else 0)
+        self.requested.emit(request_id, text)
+        if not self.document.is_open:
+            self.replied.emit(Reply(request_id, text, "error",
+                                    message="Open a photo first (File → Open, or drop it on the window)."))
+            return request_id
+        state = {}
+
+        def factory():
+            restorer = self._restorer()
+            clone = self.document.session.clone()
+            state.update(revision=self.document.revision, before=len(clone.steps))
+            self.requestStarted.emit(request_id)
+
+            def work(progress, cancel):
+                start = time.perf_counter()
+                plan = clone.apply(text, restorer, progress=progress, cancel=cancel)
+                added = len(clone.steps) - state["before"]
+                result = display = thumb = None
+                if added:
+                    result = clone.result()
+                    display, thumb = to_qimage(result), thumbnail(result, 96)
+                return ApplyOutcome(plan, clone.steps, added, result, display, thumb, time.perf_counter() - start)
+
+            return work
+
+        def done(outcome: ApplyOutcome) -> None:
+            task_token = task.token
+            if task_token.cancelled:
+                self.replied.emit(Reply(request_id, text, "cancelled", message="Cancelled; nothing was changed."))
+                return
+            if not outcome.added:
+                messages = [p.message for p in outcome.plan if p.message] or ["Nothing to change."]
+                self.replied.emit(Reply(request_id, text, "nothing", outcome.plan, outcome.seconds,
+                                        " ".join(messages)))
+                return
+            stale = self.document.revision != state["revision"]
+            if stale:  # the user moved a slider or undid meanwhile: keep their state, add ours as previews
+                from dataclasses import replace
+
+                new = [replace(s, stale=True) for s in outcome.steps[-outcome.added:]]
+                command = self.document.apply_steps(self.document.steps + new, text)
+            else:
+                command = self.document.apply_steps(outcome.steps, text, result=outcome.result,
+                                                    display=outcome.display)
+            self.replied.emit(Reply(request_id, text, "applied", outcome.plan, outcome.seconds,
+                                    thumbnail=outcome.thumb, token=command.token, stale_merge=stale))
+
+        task = self.queue.submit(
+            "Restoring…", factory, on_finished=done,
+            on_failed=lambda message: self.replied.emit(Reply(request_id, text, "error", message=message)),
+            on_cancelled=lambda: self.replied.emit(
+                Reply(request_id, text, "cancelled", message="Cancelled; nothing was changed.")))
+        if ahead and task in self.queue.pending:
+            self.requestQueued.emit(request_id, ahead)
+        return request_id
+
+    def cancel(self, quiet: bool = False) -> int:
+        """Stop the running task and drop queued ones (each queued instruction gets a 'cancelled' reply)."""
+        dropped = self.queue.cancel_all()
+        if not quiet and (dropped or self.queue.current):
+            self.activity.emit("Cancelling…")
+        return len(dropped)
+
+    def recompute(self) -> None:
+        """Recompute stale (previewed) steps exactly with the network; no undo entry."""
+        if not self.document.is_open or not self.document.session.stale:
+            return
+        state = {}
+
+        def factory():
+            restorer = self._restorer()
+            clone = self.document.session.clone()
+            state["revision"] = self.document.revision
+
+            def work(progress, cancel):
+                clone.refresh(restorer, progress=progress, cancel=cancel)
+                return clone.steps
+
+            return work
+
+        def done(steps) -> None:
+            if self.document.revision == state["revision"]:
+                self.document.replace_silently(steps)
+                self.notice.emit("Recomputed the later steps exactly.", "info")
+
+        self.queue.submit("Recomputing…", factory, on_finished=done,
+                          on_failed=lambda message: self.notice.emit(message, "error"))
+
+    # --- saving ---------------------------------------------------------------
+
+    def export(self, path: str | Path, *, quality: int = 95) -> None:
+        """Write the result next to (never over) the original, keeping format, bit depth, ICC and EXIF."""
+        from engine.imageio import save_image
+
+        path = Path(path)
+        if not self.document.is_open:
+            self.notice.emit("Nothing to export: open a photo first.", "error")
+            return
+        state = {}
+
+        def factory():
+            clone = self.document.session.clone()
+            restorer = self._restorer() if clone.stale else None
+            picture = self.document.picture
+            state["revision"] = self.document.revision
+            source = picture.source
+            overwrite = path.exists() and not (source is not None and _same_file(path, source))
+
+            def work(progress, cancel):
+                if restorer is not None:
+                    clone.refresh(restorer, progress=progress, cancel=cancel)
+                written = save_image(picture.with_rgb(clone.result()), path, overwrite=overwrite, quality=quality)
+                return written, clone.steps, restorer is not None
+
+            return work
+
+        def done(result) -> None:
+            written, steps, refreshed = result
+            if refreshed and self.document.revision == state["revision"]:
+                self.document.replace_silently(steps)
+            if self.document.revision == state["revision"]:
+                self.document.stack.setClean()
+            self.document.export_path = Path(written)
+            self.exported.emit(str(written))
+            self.notice.emit(f"Exported {Path(written).name} to {Path(written).parent}.", "info")
+
+        self.queue.submit(f"Exporting {path.name}…", factory, on_finished=done,
+                          on_failed=lambda message: self.notice.emit(message, "error"))
+
+    def save_session(self, path: str | Path) -> None:
+        path = Path(path)
+        if not self.document.is_open:
+            return
+
+        def factory():
+            clone, picture = self.document.session.clone(), self.document.picture
+            return lambda progress, cancel: save_session_file(path, clone, picture)
+
+        def done(written) -> None:
+            self.document.stack.setClean()
+            self.notice.emit(f"Session saved to {Path(written).name}.", "info")
+
+        self.queue.submit("Saving session…", factory, on_finished=done,
+                          on_failed=lambda message: self.notice.emit(message, "error"))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def describe_picture(path: Path, picture, session) -> str:
+    w, h = picture.size
+    bits = f"{picture.bit_depth}-bit"
+    kind = picture.format or path.suffix.lstrip(".").upper() or "image"
+    extras = [x for x, on in (("ICC profile", picture.icc_profile), ("EXIF", picture.exif),
+                              ("alpha", picture.alpha is not None)) if on]
+    text = f"Opened {path.name}: {w} × {h}, {bits} {kind}"
+    if extras:
+        text += " with " + ", ".join(extras)
+    if session.steps:
+        text += f"; {len(session.steps)} step(s) restored from the session"
+    return text + "."

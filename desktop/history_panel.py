@@ -1,0 +1,182 @@
+"""One row per applied step: its instruction, what it was understood as, and a live strength slider.
+
+Sliders re-blend the stored correction (no network), so dragging is
+immediate; one drag is one undo entry. Rows are rebuilt only when the list of
+steps changes, never while a slider is being dragged.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSlider,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.session import Step
+
+from .controller import intent_name
+from .icons import icon
+
+_drags = itertools.count(1)
+
+
+class StepRow(QFrame):
+    """A step: "2  brighten it a bit", "Brighten · 88 % sure · 1.3 s", slider, value, remove."""
+
+    strengthChanged = Signal(int, float, int)  # index, strength, drag id (0: not part of a drag)
+    removeRequested = Signal(int)
+
+    def __init__(self, index: int, step: Step, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.index = index
+        self._drag: int | None = None
+        self.title = QLabel()
+        self.title.setObjectName("title")
+        self.title.setWordWrap(True)
+        self.detail = QLabel()
+        self.detail.setObjectName("muted")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, 100)
+        self.slider.setPageStep(10)
+        self.slider.setToolTip("Strength of this step: re-blends instantly, without running the model again")
+        self.value = QLabel()
+        self.value.setMinimumWidth(40)
+        self.value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.remove = QToolButton()
+        self.remove.setIcon(icon("remove"))
+        self.remove.setIconSize(QSize(14, 14))
+        self.remove.setAutoRaise(True)
+        self.remove.setToolTip("Remove this step (undoable)")
+        self.remove.clicked.connect(lambda: self.removeRequested.emit(self.index))
+
+        grid = QGridLayout(self)
+        grid.setContentsMargins(10, 8, 6, 8)
+        grid.setHorizontalSpacing(8)
+        grid.setVerticalSpacing(2)
+        grid.addWidget(self.title, 0, 0, 1, 2)
+        grid.addWidget(self.remove, 0, 2, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(self.detail, 1, 0, 1, 3)
+        grid.addWidget(self.slider, 2, 0)
+        grid.addWidget(self.value, 2, 1, 1, 2)
+
+        self.slider.sliderPressed.connect(self._press)
+        self.slider.sliderReleased.connect(self._release)
+        self.slider.valueChanged.connect(self._changed)
+        self.update_step(index, step)
+
+    def update_step(self, index: int, step: Step) -> None:
+        """Show ``step`` without emitting anything (the document is already in this state)."""
+        self.index = index
+        self.step = step
+        self.title.setText(f"{index + 1}   {step.instruction}")
+        detail = f"{intent_name(step.intent)} · {step.confidence:.0%} sure"
+        if step.seconds:
+            detail += f" · {step.seconds:.1f} s"
+        if step.stale:
+            detail += " · preview"
+        self.detail.setText(detail)
+        self.setObjectName("stepRowStale" if step.stale else "stepRow")
+        self.setToolTip("Previewed from the step's earlier correction; press Recompute for the exact result"
+                        if step.stale else "")
+        self.style().unpolish(self)
+        self.style().polish(self)
+        if not self.slider.isSliderDown():
+            self.slider.blockSignals(True)
+            self.slider.setValue(round(step.strength * 100))
+            self.slider.blockSignals(False)
+        self.value.setText(f"{self.slider.value()} %")
+
+    def _press(self) -> None:
+        self._drag = next(_drags)
+
+    def _release(self) -> None:
+        self._drag = None
+
+    def _changed(self, value: int) -> None:
+        self.value.setText(f"{value} %")
+        drag = self._drag if self.slider.isSliderDown() and self._drag else 0
+        self.strengthChanged.emit(self.index, value / 100.0, drag)
+
+
+class HistoryPanel(QWidget):
+    """The list of steps, an "Original" header and a Recompute button while later steps are previews."""
+
+    strengthChanged = Signal(int, float, int)
+    removeRequested = Signal(int)
+    recomputeRequested = Signal()
+    originalRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.rows: list[StepRow] = []
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        body = QWidget()
+        self.list_layout = QVBoxLayout(body)
+        self.list_layout.setContentsMargins(10, 8, 10, 8)
+        self.list_layout.setSpacing(6)
+        self.original = QPushButton(icon("compare"), "  Original")
+        self.original.setToolTip("Show the photo without any edits (undoes to the start; Redo brings them back)")
+        self.original.clicked.connect(self.originalRequested)
+        self.original.setStyleSheet("text-align: left; padding: 6px 10px;")
+        self.list_layout.addWidget(self.original)
+        self.empty = QLabel("No edits yet. Type an instruction in the Assistant panel.")
+        self.empty.setObjectName("muted")
+        self.empty.setWordWrap(True)
+        self.list_layout.addWidget(self.empty)
+        self.list_layout.addStretch(1)
+        self.scroll.setWidget(body)
+
+        self.stale_note = QLabel("Later steps are previews after a strength change.")
+        self.stale_note.setObjectName("muted")
+        self.stale_note.setWordWrap(True)
+        self.recompute = QPushButton(icon("refresh"), "Recompute")
+        self.recompute.setToolTip("Run the model again on the previewed steps for the exact result")
+        self.recompute.clicked.connect(self.recomputeRequested)
+        self.stale_bar = QWidget()
+        bar = QHBoxLayout(self.stale_bar)
+        bar.setContentsMargins(10, 4, 10, 8)
+        bar.addWidget(self.stale_note, 1)
+        bar.addWidget(self.recompute)
+        self.stale_bar.hide()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.scroll, 1)
+        layout.addWidget(self.stale_bar)
+
+    def set_steps(self, steps: list[Step]) -> None:
+        """Sync rows with the document: update in place when only strengths/flags changed."""
+        same = len(steps) == len(self.rows) and all(
+            r.step.instruction == s.instruction and r.step.delta is s.delta for r, s in zip(self.rows, steps))
+        if same:
+            for i, (row, step) in enumerate(zip(self.rows, steps)):
+                row.update_step(i, step)
+        else:
+            for row in self.rows:
+                self.list_layout.removeWidget(row)
+                row.deleteLater()
+            self.rows = []
+            for i, step in enumerate(steps):
+                row = StepRow(i, step)
+                row.strengthChanged.connect(self.strengthChanged)
+                row.removeRequested.connect(self.removeRequested)
+                self.list_layout.insertWidget(self.list_layout.count() - 1, row)
+                self.rows.append(row)
+        self.empty.setVisible(not steps)
+        self.stale_bar.setVisible(any(s.stale for s in steps))
+
+    def set_enabled_editing(self, enabled: bool) -> None:
+        self.recompute.setEnabled(enabled)

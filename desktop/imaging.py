@@ -1,0 +1,31 @@
+"""float32 RGB <-> QImage for display. The document keeps float; only what is shown is quantised to 8 bits.
+
+Everything here is safe on worker threads (QImage, never QPixmap), so big
+conversions can happen off the UI thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    out = np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5
+    return np.ascontiguousarray(out.astype(np.uint8))
+
+
+def to_qimage(rgb: np.ndarray) -> QImage:
+    """HxWx3 float32 in [0, 1] -> an RGB888 QImage that owns its pixels."""
+    arr = to_uint8(rgb)
+    h, w = arr.shape[:2]
+    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def thumbnail(rgb: np.ndarray, side: int = 160) -> QImage:
+    """A small preview: strided down in numpy first (cheap on 24 MP), then smoothly scaled."""
+    h, w = rgb.shape[:2]
+    step = max(1, int(max(h, w) // (side * 2)))
+    small = to_qimage(rgb[::step, ::step])
+    return small.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)

@@ -1,0 +1,327 @@
+"""Background work: every engine call runs on a QThreadPool thread, never on the UI thread.
+
+A :class:`Job` wraps one function ``work(progress, cancel) -> result`` and
+reports back through signals (progress, finished, failed, cancelled) that Qt
+delivers on the UI thread. :class:`JobQueue` runs tasks one at a time in the
+order they were asked for, so an instruction typed while another is running
+waits its turn instead of being lost; a task whose factory raises
+:class:`NotReady` (the model is still loading) keeps its place until
+:meth:`JobQueue.poke`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QEventLoop, QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
+
+from engine.jobs import Cancelled, CancelToken
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[Callable[[int, int], None], CancelToken], object]
+
+OUT_OF_MEMORY = ("Out of memory. Try a smaller tile size in Settings (e.g. 512), close other programs, "
+                 "or work on a smaller copy of the photo. The photo was not changed.")
+
+
+class NotReady(Exception):
+    """The task cannot start yet (e.g. the model is loading); it keeps its place in the queue."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """A message a photographer can act on, for any exception a job may raise."""
+    from engine.devices import DeviceError
+    from engine.hub import ModelDownloadError
+    from engine.imageio import ImageError
+    from engine.planning import EmptyInstructionError
+    from engine.registry import ModelNotFoundError
+    from engine.session import SessionError
+
+    text = str(exc)
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
+            s in text.lower() for s in ("out of memory", "can't allocate memory", "cannot allocate memory")):
+        return OUT_OF_MEMORY
+    if isinstance(exc, (ImageError, SessionError, ModelNotFoundError, ModelDownloadError, DeviceError,
+                        EmptyInstructionError)):
+        return text
+    if isinstance(exc, FileNotFoundError):
+        return f"File not found: {exc.filename or text}"
+    if isinstance(exc, PermissionError):
+        return f"No permission to use {exc.filename or 'the file'}."
+    if isinstance(exc, OSError):
+        return f"Could not read or write {exc.filename or 'a file'}: {exc.strerror or text}"
+    log.error("unexpected error in a job", exc_info=exc)
+    return f"Something went wrong ({type(exc).__name__}: {text}). Nothing was changed."
+
+
+class JobSignals(QObject):
+    """Signals of one job; the job id lets receivers ignore a job they no longer wait for."""
+
+    progress = Signal(int, int, int)  # job id, done, total
+    finished = Signal(int, object)
+    failed = Signal(int, str)
+    cancelled = Signal(int)
+
+
+_ids = itertools.count(1)
+
+
+class Job(QRunnable):
+    """Runs ``work(progress, cancel)`` on a pool thread and reports the outcome through :attr:`signals`."""
+
+    def __init__(self, work: Work, token: CancelToken | None = None) -> None:
+        super().__init__()
+        self.setAutoDelete(False)  # Python owns it (the queue keeps it until its signals arrive)
+        self.id = next(_ids)
+        self.work = work
+        self.token = token or CancelToken()
+        self.signals = JobSignals()
+        self.done = threading.Event()
+        self._last = (-1, -1)
+
+    def _progress(self, done: int, total: int) -> None:
+        # Coalesce to permille so a tiled run does not flood the UI thread with events.
+        key = (int(1000 * done / max(total, 1)), 1000)
+        if key != self._last:
+            self._last = key
+            self.signals.progress.emit(self.id, *key)
+
+    def run(self) -> None:  # pool thread
+        try:
+            result = self.work(self._progress, self.token)
+        except Cancelled:
+            self.signals.cancelled.emit(self.id)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a readable message, never a crash
+            self.signals.failed.emit(self.id, describe_error(exc))
+        else:
+            self.signals.finished.emit(self.id, result)
+        finally:
+            self.done.set()
+
+
+@dataclass(eq=False)
+class Task:
+    """A request waiting in (or running from) the queue."""
+
+    label: str
+    factory: Callable[[], Work]
+    on_finished: Callable[[object], None] | None = None
+    on_failed: Callable[[str], None] | None = None
+    on_cancelled: Callable[[], None] | None = None
+    token: CancelToken = field(default_factory=CancelToken)
+    job: Job | None = None
+
+
+class JobQueue(QObject):
+    """One task at a time, in order; the UI only ever waits on signals."""
+
+    busyChanged = Signal(bool)
+    progress = Signal(int, int)
+    started = Signal(object)  # Task
+    waiting = Signal(str)  # why the next task cannot start yet
+    pendingChanged = Signal(int)
+
+    def __init__(self, pool: QThreadPool | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        if pool is None:
+            pool = QThreadPool(self)
+            pool.setMaxThreadCount(1)
+        self.pool = pool
+        self._pending: deque[Task] = deque()
+        self._current: Task | None = None
+        self._busy = False
+
+    # --- state ----------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None or bool(self._pending)
+
+    @property
+    def current(self) -> Task | None:
+        return self._current
+
+    @property
+    def pending(self) -> list[Task]:
+        return list(self._pending)
+
+    def _update_busy(self) -> None:
+        if self.busy != self._busy:
+            self._busy = self.busy
+            self.busyChanged.emit(self._busy)
+
+    # --- requests -------------------------------------------------------------
+
+    def submit(self, label: str, factory: Callable[[], Work], *, on_finished=None, on_failed=None,
+               on_cancelled=None) -> Task:
+        """Queue a task; ``factory`` runs on the UI thread when the task's turn comes and returns the work."""
+        task = Task(label, factory, on_finished, on_failed, on_cancelled)
+        self._pending.append(task)
+        self.pendingChanged.emit(len(self._pending))
+        self._update_busy()
+        self._start_next()
+        return task
+
+    def cancel_all(self) -> list[Task]:
+        """Cancel the running task and drop the waiting ones; returns the dropped tasks."""
+        dropped = list(self._pending)
+        self._pending.clear()
+        if self._current is not None:
+            self._current.token.cancel()
+        for task in dropped:
+            task.token.cancel()
+            if task.on_cancelled:
+                task.on_cancelled()
+        self.pendingChanged.emit(0)
+        self._update_busy()
+        return dropped
+
+    def poke(self) -> None:
+        """Try again to start the next task (call when whatever it waited for is ready)."""
+        self._start_next()
+
+    def wait_idle(self, timeout_ms: int = 60_000) -> bool:
+        """Run the event loop until the queue is idle (self-test and shutdown only; the UI never calls this)."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        loop = QEventLoop()
+        tick = QTimer()
+        tick.timeout.connect(loop.quit)
+        tick.start(50)
+        self.busyChanged.connect(loop.quit)
+        try:
+            while self.busy and time.monotonic() < deadline:
+                loop.exec()
+        finally:
+            tick.stop()
+            self.busyChanged.disconnect(loop.quit)
+        return not self.busy
+
+    # --- running --------------------------------------------------------------
+
+    def _start_next(self) -> None:
+        while self._current is None and self._pending:
+            task = self._pending[0]
+            try:
+                work = task.factory()
+            except NotReady as why:
+                self.waiting.emit(str(why))
+                return
+            except Exception as exc:  # noqa: BLE001 - a task that cannot start fails readably
+                self._pending.popleft()
+                self.pendingChanged.emit(len(self._pending))
+                if task.on_failed:
+                    task.on_failed(describe_error(exc))
+                continue
+            self._pending.popleft()
+            self.pendingChanged.emit(len(self._pending))
+            job = Job(work, task.token)
+            task.job = job
+            job.signals.progress.connect(self._on_progress)
+            job.signals.finished.connect(self._on_finished)
+            job.signals.failed.connect(self._on_failed)
+            job.signals.cancelled.connect(self._on_cancelled)
+            self._current = task
+            self.started.emit(task)
+            self.progress.emit(0, 1000)
+            self.pool.start(job)
+        self._update_busy()
+
+    def _take(self, job_id: int) -> Task | None:
+        task = self._current
+        if task is None or task.job is None or task.job.id != job_id:
+            return None
+        self._current = None
+        return task
+
+    def _after(self) -> None:
+        self._start_next()
+        self._update_busy()
+
+    @Slot(int, int, int)
+    def _on_progress(self, job_id: int, done: int, total: int) -> None:
+        if self._current is not None and self._current.job is not None and self._current.job.id == job_id:
+            self.progress.emit(done, total)
+
+    @Slot(int, object)
+    def _on_finished(self, job_id: int, result: object) -> None:
+        if task := self._take(job_id):
+            try:
+                if task.on_finished:
+                    task.on_finished(result)
+            finally:
+                self._after()
+
+    @Slot(int, str)
+    def _on_failed(self, job_id: int, message: str) -> None:
+        if task := self._take(job_id):
+            try:
+                if task.on_failed:
+                    task.on_failed(message)
+            finally:
+                self._after()
+
+    @Slot(int)
+    def _on_cancelled(self, job_id: int) -> None:
+        if task := self._take(job_id):
+            try:
+                if task.on_cancelled:
+                    task.on_cancelled()
+            finally:
+                self._after()
+
+
+def run_in_pool(work: Work, *, on_finished=None, on_failed=None, on_cancelled=None, on_progress=None,
+                pool: QThreadPool | None = None, receiver: QObject) -> Job:
+    """Start a one-off job outside the queue (model loading, downloads, autosave).
+
+    ``receiver`` is a QObject living on the UI thread that owns the callbacks'
+    connection: the callbacks then run on the UI thread, and not after the
+    receiver is gone.
+    """
+    job = Job(work)
+    relay = _Relay(job, on_finished, on_failed, on_cancelled, on_progress, receiver)
+    job._relay = relay  # keep the relay alive as long as the job
+    (pool or QThreadPool.globalInstance()).start(job)
+    return job
+
+
+class _Relay(QObject):
+    """Receives one job's signals on the UI thread and calls plain Python callbacks."""
+
+    def __init__(self, job: Job, on_finished, on_failed, on_cancelled, on_progress, parent: QObject) -> None:
+        super().__init__(parent)
+        self._callbacks = (on_finished, on_failed, on_cancelled, on_progress)
+        job.signals.finished.connect(self._finished)
+        job.signals.failed.connect(self._failed)
+        job.signals.cancelled.connect(self._cancelled)
+        job.signals.progress.connect(self._progress)
+
+    @Slot(int, object)
+    def _finished(self, _id: int, result: object) -> None:
+        self.deleteLater()
+        if self._callbacks[0]:
+            self._callbacks[0](result)
+
+    @Slot(int, str)
+    def _failed(self, _id: int, message: str) -> None:
+        self.deleteLater()
+        if self._callbacks[1]:
+            self._callbacks[1](message)
+
+    @Slot(int)
+    def _cancelled(self, _id: int) -> None:
+        self.deleteLater()
+        if self._callbacks[2]:
+            self._callbacks[2]()
+
+    @Slot(int, int, int)
+    def _progress(self, _id: int, done: int, total: int) -> None:
+        if self._callbacks[3]:
+            self._callbacks[3](done, total)
