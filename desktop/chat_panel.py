@@ -292,11 +292,20 @@ class ChatPanel(QWidget):
                 user.set_token(reply.token)
         return self._add(bubble, indent_right=24, after=user.parentWidget() if user is not None else None)
 
-    def add_notice(self, text: str, kind: str = "info") -> Bubble:
+    def add_notice(self, text: str, kind: str = "info", action: tuple[str, object] | None = None) -> Bubble:
+        """An app message (not a reply); ``action`` = (button label, callback) offers the way out."""
         bubble = Bubble("error" if kind == "error" else "notice")
         colour = {"error": ERROR, "warning": WARNING}.get(kind, MUTED)
         label = bubble.add_label(html.escape(text), rich=True)
         label.setStyleSheet(f"color: {colour};")
+        if action is not None:
+            button = QPushButton(action[0])
+            button.clicked.connect(action[1])
+            row = QHBoxLayout()
+            row.addWidget(button)
+            row.addStretch(1)
+            bubble.layout_.addLayout(row)
+            bubble.action_button = button
         return self._add(bubble, indent_right=24 if kind == "error" else 0)
 
     def add_opened(self, text: str) -> Bubble:

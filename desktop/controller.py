@@ -23,7 +23,7 @@ from engine.planning import PlannedStep
 from .document import SESSION_SUFFIX, Document, StudioSession, load_session_file, save_session_file
 from .imaging import thumbnail, to_qimage
 from .model_provider import FAILED, LOADING, READY, ModelProvider
-from .workers import JobQueue, NotReady
+from .workers import JobQueue, NotReady, UserFacingError
 
 INTENT_NAMES = {
     "noise": "Denoise", "blur": "Deblur", "rain": "Remove rain", "haze": "Dehaze", "low-light": "Brighten",
@@ -102,8 +102,8 @@ class StudioController(QObject):
         if self.provider.state == LOADING:
             raise NotReady("Waiting for the model to load…")
         if self.provider.state == FAILED:
-            raise RuntimeError(self.provider.error)
-        raise RuntimeError("No model is loaded. Open Settings → Model to choose one.")
+            raise UserFacingError(self.provider.error)
+        raise UserFacingError("No model is loaded. Open Settings → Model to choose one.")
 
     # --- opening --------------------------------------------------------------
 

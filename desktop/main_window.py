@@ -478,7 +478,7 @@ class MainWindow(QMainWindow):
         self.model_label.setToolTip(provider.error)
         if provider.state == FAILED and provider.error != self._last_model_error:
             self._last_model_error = provider.error
-            self.chat.add_notice(provider.error, "error")
+            self.chat.add_notice(provider.error, "error", action=("Open Settings…", self.show_settings))
         elif provider.state != FAILED:
             self._last_model_error = ""
 

@@ -35,6 +35,10 @@ class NotReady(Exception):
     """The task cannot start yet (e.g. the model is loading); it keeps its place in the queue."""
 
 
+class UserFacingError(RuntimeError):
+    """An error whose message is already written for the photographer (shown as is)."""
+
+
 def describe_error(exc: BaseException) -> str:
     """A message a photographer can act on, for any exception a job may raise."""
     from engine.devices import DeviceError
@@ -49,7 +53,7 @@ def describe_error(exc: BaseException) -> str:
             s in text.lower() for s in ("out of memory", "can't allocate memory", "cannot allocate memory")):
         return OUT_OF_MEMORY
     if isinstance(exc, (ImageError, SessionError, ModelNotFoundError, ModelDownloadError, DeviceError,
-                        EmptyInstructionError)):
+                        EmptyInstructionError, UserFacingError)):
         return text
     if isinstance(exc, FileNotFoundError):
         return f"File not found: {exc.filename or text}"

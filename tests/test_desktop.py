@@ -394,7 +394,8 @@ def test_errors_are_readable_messages(qtbot, studio, tmp_path, photo_file):
     provider.load()
     qtbot.waitUntil(lambda: provider.state == FAILED, timeout=WAIT)
     assert window2.model_label.text() == "Model missing"
-    assert any("not installed" in b.text() for b in window2.chat.bubbles())
+    missing_notice = [b for b in window2.chat.bubbles() if "not installed" in b.text()]
+    assert missing_notice and missing_notice[0].action_button.text() == "Open Settings…"
     open_photo(qtbot, window2, photo_file)
     reply = type_instruction(qtbot, window2, "remove the noise")
     assert reply.kind == "error" and "Settings" in reply.message
@@ -439,6 +440,7 @@ def test_drop_recent_zoom_compare_and_command_line(qtbot, studio, photo_file):
     assert [a.text() for a in window.recent_menu.actions()][0] == "photo.png"
 
     view = window.view
+    photo_w = window.document.picture.size[0]
     window.actual_action.trigger()
     assert view.zoom() == pytest.approx(1.0)
     wheel = QWheelEvent(QPointF(100, 100), QPointF(100, 100), QPoint(0, 0), QPoint(0, 240),
@@ -452,6 +454,11 @@ def test_drop_recent_zoom_compare_and_command_line(qtbot, studio, photo_file):
     assert view.compare and window.split_slider.isVisibleTo(window)
     window.split_slider.setValue(250)
     assert view.split == pytest.approx(0.25)
+    line = QPoint(round(view.mapFromScene(QPointF(photo_w * 0.25, 0)).x()), view.viewport().height() // 2)
+    qtbot.mousePress(view.viewport(), Qt.MouseButton.LeftButton, pos=line)  # grab the split line and drag it
+    qtbot.mouseMove(view.viewport(), line + QPoint(60, 0))
+    qtbot.mouseRelease(view.viewport(), Qt.MouseButton.LeftButton, pos=line + QPoint(60, 0))
+    assert view.split > 0.3 and window.split_slider.value() == round(view.split * 1000)
     view.setFocus()
     for kind, expect in ((QEvent.Type.KeyPress, True), (QEvent.Type.KeyRelease, False)):
         event = QKeyEvent(kind, Qt.Key.Key_Backslash, Qt.KeyboardModifier.NoModifier, "\\")
