@@ -22,7 +22,10 @@ is blended with it. Optional ``model`` and ``device`` pick the model.
 The server answers with any number of ``progress`` frames (``stage``,
 ``done``, ``total``, ``text``), then exactly one ``result`` frame (same
 width/height/channels/dtype as the request, payload = the pixels) or one
-``error`` frame (``code``, ``message``). A client cancels by sending a
+``error`` frame (``code``, ``message``). A request with a payload is sent in
+two halves: prefix and header first; the server checks the token and the sizes
+and answers ``continue`` (then the payload follows) or an ``error`` frame, so a
+refused request never transfers its pixels. A client cancels by sending a
 ``cancel`` frame or simply by closing the connection.
 
 The server publishes where it listens in a state file (JSON: ``port``,
@@ -80,12 +83,20 @@ class ServerUnavailable(Exception):
 # --- frames -------------------------------------------------------------------
 
 
+def _parts(payload) -> list:
+    return [memoryview(p).cast("B") for p in payload if p is not None]
+
+
+def send_head(sock: socket.socket, header: dict, size: int) -> None:
+    """Send a frame's prefix and header; ``size`` payload bytes must follow."""
+    body = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    sock.sendall(_FRAME.pack(MAGIC, len(body), size) + body)
+
+
 def send_message(sock: socket.socket, header: dict, *payload) -> None:
     """Send one frame; ``payload`` is any number of bytes-like parts sent back to back."""
-    body = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    parts = [memoryview(p).cast("B") for p in payload if p is not None]
-    size = sum(p.nbytes for p in parts)
-    sock.sendall(_FRAME.pack(MAGIC, len(body), size) + body)
+    parts = _parts(payload)
+    send_head(sock, header, sum(p.nbytes for p in parts))
     for p in parts:
         sock.sendall(p)
 
@@ -234,8 +245,17 @@ class Client:
         frames, makes the client send a cancel frame and close.
         """
         header = dict(header, token=self.token, version=PROTOCOL_VERSION)
+        parts = _parts(payload)
+        size = sum(p.nbytes for p in parts)
         with self._connect() as sock:
-            send_message(sock, header, *payload)
+            send_head(sock, header, size)
+            if size:  # the server checks token and size first: a refusal arrives before any pixels are sent
+                reply, plen = recv_header(sock, max_payload=1 << 20)
+                if reply.get("type") != "continue":
+                    recv_exact(sock, plen)
+                    raise ServerError(str(reply.get("code", "error")), str(reply.get("message", "server error")))
+                for p in parts:
+                    sock.sendall(p)
             while True:
                 if should_cancel is not None and should_cancel():
                     try:

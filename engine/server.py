@@ -253,7 +253,8 @@ class EngineServer:
         try:
             header, plen = protocol.recv_header(conn, max_payload=self.max_request_bytes)
         except RequestTooLarge as exc:
-            _try_send(conn, _error("too-large", str(exc)))
+            _try_send(conn, _error("too-large", f"{exc} (select a smaller area, or restart the server with "
+                                                "'instructir serve --max-request-mb N')"))
             return
         except ConnectionClosed:
             return
@@ -267,6 +268,9 @@ class EngineServer:
             return
         self._last_activity = time.monotonic()
         kind = header.get("type")
+        if kind != "restore" and plen:
+            _try_send(conn, _error("bad-request", f"a {kind!r} request carries no payload"))
+            return
         if kind == "ping":
             protocol.send_message(conn, {"type": "pong", "version": protocol.PROTOCOL_VERSION, "pid": os.getpid(),
                                          "model": self.model, "loaded": [k[0] for k in self._restorers],
@@ -280,6 +284,7 @@ class EngineServer:
             except ProtocolError as exc:
                 _try_send(conn, _error("bad-request", str(exc)))
                 return
+            protocol.send_message(conn, {"type": "continue"})
             conn.settimeout(PAYLOAD_TIMEOUT)
             payload = protocol.recv_exact(conn, plen)
             self._run_job(conn, header, payload, nbytes)

@@ -240,9 +240,12 @@ def test_oversized_and_malformed_requests_are_refused(tmp_path):
     with EngineServer(state_file=tmp_path / "s.json", restorer_factory=Factory(), preload=False,
                       max_request_bytes=1000) as srv:
         client = _client(srv)
-        with pytest.raises(ServerError) as err:
-            client.restore(_u8(40, 40).tobytes(), 40, 40, 4, "u8", "remove the noise")
-        assert err.value.code == "too-large"
+        for _ in range(5):  # refused before the pixels are sent: the client always reads the reason
+            with pytest.raises(ServerError, match="max-request-mb") as err:
+                client.restore(_u8(400, 400).tobytes(), 400, 400, 4, "u8", "remove the noise")
+            assert err.value.code == "too-large"
+        with pytest.raises(ServerError, match="carries no payload"):
+            client.call({"type": "ping"}, b"x")
         with pytest.raises(ServerError) as err:
             client.call({"type": "restore", "instruction": "x", "width": 10, "height": 10, "channels": 4,
                          "dtype": "u8"}, b"\0" * 10)
@@ -269,6 +272,7 @@ def test_a_client_that_disconnects_cancels_its_job_and_the_server_survives(tmp_p
         sock = socket.create_connection(("127.0.0.1", srv.port))
         img = _u8()
         protocol.send_message(sock, _restore_header(width=10, height=12, token=state["token"]), img.tobytes())
+        assert protocol.recv_message(sock)[0]["type"] == "continue"
         header, _ = protocol.recv_header(sock)
         assert header["type"] == "progress"
         sock.close()  # GIMP killed the plug-in (the user cancelled)
@@ -351,3 +355,16 @@ def test_ensure_server_starts_a_real_server_that_keeps_the_model(tmp_path, tiny_
     finally:
         client.shutdown()
     assert _wait(lambda: not state.exists(), 20)
+
+
+def test_a_model_that_cannot_load_comes_back_as_a_readable_error(tmp_path):
+    from engine.registry import ModelNotFoundError
+
+    def factory(model, device):
+        raise ModelNotFoundError(f"no model called {model!r}")
+
+    with EngineServer(state_file=tmp_path / "s.json", restorer_factory=factory, preload=False) as srv:
+        with pytest.raises(ServerError, match="no model called 'nope'") as err:
+            _client(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise", model="nope")
+        assert err.value.code == "failed"
+        assert _client(srv).ping()["type"] == "pong"
