@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             f"# Quality on {result['dataset']}\n\n{table}\n\nIntent accuracy on validation instructions: "
             f"{intents['val_intent_accuracy']:.1%}; unrelated instructions made no-ops: "
             f"{intents['unrelated_made_no_op']:.1%}.\n")
+        from engine.training.export import render_card
+
+        render_card(args.update_card)
     return 0
 
 

