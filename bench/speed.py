@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="512x512,1920x1080,6000x4000")
     ap.add_argument("--baseline-max-pixels", type=int, default=2_100_000, help="skip the baseline above this")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--memory-budget", type=float, help="GiB the engine may plan for (default: its own choice)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -217,15 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     head = {"fc1.weight": torch.zeros(256, 384), "fc1.bias": torch.zeros(256),
             "fc2.weight": torch.zeros(7, 256), "fc2.bias": torch.zeros(7)}
     bundle = ModelBundle("bench-7d", config, INTENT_CLASSES, "all-MiniLM-L6-v2", state, head)
-    modes = [("exact fp32", Restorer(bundle, device="cpu"))]
+    budget = args.memory_budget * 2**30 if args.memory_budget else None
+    modes = [("exact fp32, default allocator", lambda: Restorer(bundle, device="cpu", reuse_buffers=False,
+                                                                 memory_budget=budget)),
+             ("exact fp32", lambda: Restorer(bundle, device="cpu", memory_budget=budget))]
     if cpu_supports_bf16():
-        modes.append(("fast bf16", Restorer(bundle, device="cpu", fast=True)))
+        modes.append(("fast bf16", lambda: Restorer(bundle, device="cpu", fast=True, memory_budget=budget)))
     rows = []
     print()
     print("| size | mode | baseline s | ours s | speed-up | ours GFLOP/s (% of peak) | baseline peak RSS | "
           "ours peak RSS | tiles | max abs diff | PSNR vs baseline |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, restorer in modes:
+    for name, make in modes:
+        restorer = make()
         restorer.restore(np.zeros((64, 64, 3), np.float32), text)  # warm path: model resident, kernels loaded
         for (w, h), img in images.items():
             out, secs, rss = timed(lambda img=img, r=restorer: r.restore(img, text))

@@ -38,6 +38,21 @@ def keep_freed_buffers(trim_threshold: int = 1 << 30) -> bool:
     return ok
 
 
+def default_allocator() -> None:
+    """Undo ``keep_freed_buffers``: glibc's default mmap behaviour (benchmarks compare both)."""
+    global _tuned
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_MAX, ctypes.c_int(65536))
+        libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(128 * 1024))
+        libc.malloc_trim(ctypes.c_size_t(0))
+    except (OSError, AttributeError):
+        return
+    _tuned = False
+
+
 def available_memory() -> int:
     """Memory the system can give us now, in bytes (``MemAvailable``; a 4 GB guess where unknown)."""
     try:

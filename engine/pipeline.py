@@ -47,7 +47,7 @@ class Restorer:
 
     def __init__(self, bundle: ModelBundle, device: str | DeviceChoice = "auto", fast: bool = False,
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
-                 memory_budget: int | None = None) -> None:
+                 memory_budget: int | None = None, reuse_buffers: bool = True) -> None:
         self.bundle = bundle
         self.choice = device if isinstance(device, DeviceChoice) else choose_device(device, fast)
         self.tile = tile
@@ -59,7 +59,7 @@ class Restorer:
             k: v for k, v in bundle.head_config.items() if k != "num_classes"}).eval()
         self.head.load_state_dict(bundle.head_state, strict=True)
         self.net.to(self.choice.device, memory_format=torch.channels_last)
-        if self.choice.device.type == "cpu":
+        if self.choice.device.type == "cpu" and reuse_buffers:
             keep_freed_buffers()
         if self.choice.device.type == "cuda":
             self.net.half()
