@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, help="override the config's total steps")
+    ap.add_argument("--threads", type=int, help="override the config's CPU threads (1 on a busy machine: "
+                    "two OpenMP threads on oversubscribed cores stall each other at every barrier)")
     ap.add_argument("--data-root", action="append", help="replace the config's photo folders")
     ap.add_argument("--init", type=Path, help="start from a model folder's weights (e.g. the shipped model) "
                     "instead of random ones; ignored when resuming")
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     tc, dc = config["train"], config["data"]
     if args.steps:
         tc["steps"] = args.steps
+    if args.threads:
+        tc["threads"] = args.threads
     if args.data_root:
         dc["roots"] = args.data_root
     args.out.mkdir(parents=True, exist_ok=True)
