@@ -14,6 +14,7 @@ import html
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
+    QComboBox,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -30,7 +32,10 @@ from PySide6.QtWidgets import (
 
 from .controller import Reply, intent_name
 from .icons import icon
+from .spire_mode import DEFAULT_STEPS, understood
 from .theme import ERROR, MUTED, OK, WARNING
+
+INSTRUCTIR, SPIRE = "instructir", "spire"
 
 SUGGESTIONS = (
     ("Remove noise", "remove the noise"),
@@ -40,6 +45,25 @@ SUGGESTIONS = (
     ("Remove rain", "remove the rain"),
     ("Fix JPEG", "remove the jpeg artifacts"),
 )
+#: SPIRE only knows blur, noise, low resolution and JPEG (no haze, rain or brightness).
+SPIRE_SUGGESTIONS = (
+    ("Remove noise", "remove the noise"),
+    ("Sharpen", "remove the blur"),
+    ("Fix JPEG", "remove the jpeg artifacts"),
+    ("Noise + blur", "remove the noise and the blur"),
+    ("Undo 2× upscaling", "Upsample to 2x"),
+    ("Restore all", "Remove all degradation"),
+)
+INSTRUCTIR_PLACEHOLDER = "Say what to fix, e.g. “remove the noise and brighten it a bit”"
+SPIRE_PLACEHOLDER = "What to fix, e.g. “remove the noise, strongly” or “Deblur with sigma 1.5”"
+
+
+def short_reason(reason: str, limit: int = 90) -> str:
+    """The first sentence of an ``available()`` reason (the tooltip keeps the whole of it)."""
+    text = reason.split(". ")[0].rstrip(".")
+    if len(text) > limit and ": " in text:
+        text = text.split(": ")[0]
+    return text + "."
 
 
 class Bubble(QFrame):
@@ -122,6 +146,14 @@ def _reply_html(reply: Reply) -> tuple[str, str]:
                          f"<span style='color:{MUTED}'>· {p.confidence:.0%} sure · strength {p.strength:.0%}</span>")
         else:
             lines.append(f"{prefix}<span style='color:{WARNING}'>{esc(p.message)}</span>")
+    if reply.spire is not None:
+        step = reply.spire
+        lines.append(f"<b>{esc(step.summary())}</b>")
+        if step.semantic:
+            lines.append(f"<span style='color:{MUTED}'>Photo of “{esc(step.semantic)}”</span>")
+        if "Upsample" in step.prompt:
+            lines.append(f"<span style='color:{MUTED}'>The photo keeps its size: SPIRE restored the detail of "
+                         "an upsampling instead of enlarging it.</span>")
     if reply.kind in ("error", "cancelled") and reply.message:
         lines.append(esc(reply.message))
     elif reply.kind == "nothing" and not skipped and reply.message:
@@ -136,6 +168,8 @@ class ChatPanel(QWidget):
     """Messages above, a progress row and the instruction box below."""
 
     sendRequested = Signal(str)
+    spireRequested = Signal(str, str, int)  # instruction, semantic prompt, diffusion steps
+    modeChanged = Signal(str)  # INSTRUCTIR | SPIRE
     cancelRequested = Signal()
     stateRequested = Signal(object, bool)  # token, before
 
@@ -179,19 +213,66 @@ class ChatPanel(QWidget):
         grid.setContentsMargins(10, 0, 10, 0)
         grid.setSpacing(6)
         self.chips: list[QPushButton] = []
-        for n, (label, instruction) in enumerate(SUGGESTIONS):
-            chip = QPushButton(label)
-            chip.setObjectName("chip")
-            chip.setToolTip(f"Send “{instruction}”")
-            chip.setCursor(Qt.CursorShape.PointingHandCursor)
-            chip.clicked.connect(lambda _=False, text=instruction: self.send(text))
-            grid.addWidget(chip, n // 3, n % 3)
-            self.chips.append(chip)
+        self.spire_chips: list[QPushButton] = []
+        for suggestions, into, row0 in ((SUGGESTIONS, self.chips, 0), (SPIRE_SUGGESTIONS, self.spire_chips, 2)):
+            for n, (label, instruction) in enumerate(suggestions):
+                chip = QPushButton(label)
+                chip.setObjectName("chip")
+                chip.setToolTip(f"Send “{instruction}”")
+                chip.setCursor(Qt.CursorShape.PointingHandCursor)
+                chip.clicked.connect(lambda _=False, text=instruction: self.send(text))
+                grid.addWidget(chip, row0 + n // 3, n % 3)
+                into.append(chip)
+        for chip in self.spire_chips:
+            chip.hide()
+
+        # the mode: InstructIR, or SPIRE when an adapter is installed (greyed out, with the reason, otherwise)
+        self.mode = QComboBox()
+        self.mode.addItem("InstructIR", INSTRUCTIR)
+        self.mode.addItem("SPIRE (diffusion)", SPIRE)
+        self.mode.setItemData(0, "Fast restoration from a plain instruction (noise, blur, haze, rain, too dark, "
+                                 "JPEG)", Qt.ItemDataRole.ToolTipRole)
+        self.mode.setToolTip("How the photo is restored")
+        self.mode.currentIndexChanged.connect(self._mode_changed)
+        mode_label = QLabel("Mode")
+        mode_label.setObjectName("muted")
+        self.mode_note = QLabel("")
+        self.mode_note.setWordWrap(True)
+        self.mode_note.hide()
+        mode_row = QGridLayout()
+        mode_row.setContentsMargins(10, 6, 10, 0)
+        mode_row.setHorizontalSpacing(6)
+        mode_row.setVerticalSpacing(2)
+        mode_row.addWidget(mode_label, 0, 0)
+        mode_row.addWidget(self.mode, 0, 1)
+        mode_row.setColumnStretch(2, 1)
+        mode_row.addWidget(self.mode_note, 1, 0, 1, 3)
+
+        self.semantic = QLineEdit()
+        self.semantic.setPlaceholderText("What's in the photo? (optional)")
+        self.semantic.setToolTip("What the photo shows, e.g. “a cat on a sofa”: SPIRE restores details that fit "
+                                 "it. Leave empty for restoration that does not depend on the content.")
+        self.semantic.setClearButtonEnabled(True)
+        self.semantic.returnPressed.connect(lambda: self.send(self.input.text()))
+        self.steps_box = QSpinBox()
+        self.steps_box.setRange(1, 200)
+        self.steps_box.setValue(DEFAULT_STEPS)
+        self.steps_box.setSuffix(" steps")
+        self.steps_box.setToolTip(f"Diffusion steps: fewer are faster, more are finer ({DEFAULT_STEPS} is "
+                                  "SPIRE's default)")
+        self.spire_row = QWidget()
+        spire_row = QHBoxLayout(self.spire_row)
+        spire_row.setContentsMargins(10, 4, 10, 0)
+        spire_row.setSpacing(6)
+        spire_row.addWidget(self.semantic, 1)
+        spire_row.addWidget(self.steps_box)
+        self.spire_row.hide()
 
         self.input = QLineEdit()
-        self.input.setPlaceholderText("Say what to fix, e.g. “remove the noise and brighten it a bit”")
+        self.input.setPlaceholderText(INSTRUCTIR_PLACEHOLDER)
         self.input.setClearButtonEnabled(True)
         self.input.returnPressed.connect(lambda: self.send(self.input.text()))
+        self.input.textChanged.connect(self._update_understood)
         self.input.setMinimumHeight(34)
         self.send_button = QToolButton()
         self.send_button.setIcon(icon("send"))
@@ -204,6 +285,12 @@ class ChatPanel(QWidget):
         row.setSpacing(6)
         row.addWidget(self.input, 1)
         row.addWidget(self.send_button)
+        self.understood = QLabel("")
+        self.understood.setWordWrap(True)
+        self.understood.setTextFormat(Qt.TextFormat.RichText)
+        self.understood.setContentsMargins(12, 0, 10, 8)
+        self.understood.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.understood.hide()
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -211,7 +298,11 @@ class ChatPanel(QWidget):
         layout.addWidget(self.scroll, 1)
         layout.addWidget(self.busy_row)
         layout.addWidget(chips)
+        layout.addLayout(mode_row)
+        layout.addWidget(self.spire_row)
         layout.addLayout(row)
+        layout.addWidget(self.understood)
+        self.set_spire_state(None, "Checking whether SPIRE can run on this computer…")
 
     # --- input ----------------------------------------------------------------
 
@@ -219,8 +310,88 @@ class ChatPanel(QWidget):
         text = text.strip()
         if not text:
             return
+        if self.is_spire:
+            prompt, why = understood(text)
+            if prompt is None:  # not sent: the line under the box already says why, in the warning colour
+                self._update_understood()
+                self.input.setFocus()
+                return
+            self.input.clear()
+            self.spireRequested.emit(text, self.semantic.text().strip(), self.steps_box.value())
+            return
         self.input.clear()
         self.sendRequested.emit(text)
+
+    # --- mode -----------------------------------------------------------------
+
+    @property
+    def is_spire(self) -> bool:
+        return self.mode.currentData() == SPIRE
+
+    def set_mode(self, mode: str) -> bool:
+        """Switch to INSTRUCTIR or SPIRE; False when that mode is disabled."""
+        index = self.mode.findData(mode)
+        if index < 0 or not self.mode.model().item(index).isEnabled():
+            return False
+        self.mode.setCurrentIndex(index)
+        return True
+
+    def set_spire_state(self, ok: bool | None, reason: str, error: str = "", *, loading: bool = False) -> None:
+        """Offer SPIRE or grey it out: ``ok`` None while checking, False with the reason, True (maybe on CPU)."""
+        self._spire = (ok, reason, error, loading)
+        index = self.mode.findData(SPIRE)
+        self.mode.model().item(index).setEnabled(bool(ok))
+        tip = reason if ok is not False else f"Unavailable: {reason}"
+        self.mode.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
+        if not ok and self.is_spire:
+            self.mode.setCurrentIndex(self.mode.findData(INSTRUCTIR))
+        self._update_mode_note()
+
+    def _update_mode_note(self) -> None:
+        ok, reason, error, loading = getattr(self, "_spire", (None, "", "", False))
+        note = self.mode_note
+        if ok is False:
+            text, colour, tip = f"SPIRE (diffusion) is off: {short_reason(reason)} Hover here for how to set it up.", \
+                MUTED, reason
+        elif ok and self.is_spire:
+            text, tip = (error or reason + (" Loading the SPIRE model…" if loading else "")), error or reason
+            colour = ERROR if error else WARNING if "CPU" in reason else MUTED
+        else:
+            text, colour, tip = "", MUTED, ""
+        note.setText(text)
+        note.setToolTip(tip)
+        note.setStyleSheet(f"color: {colour};")
+        note.setVisible(bool(text))
+        self.mode.setToolTip("How the photo is restored" + (f"\n\nSPIRE: {tip}" if tip else ""))
+
+    def _mode_changed(self, _index: int) -> None:
+        spire = self.is_spire
+        self.spire_row.setVisible(spire)
+        self.understood.setVisible(spire)
+        for chip in self.chips:
+            chip.setVisible(not spire)
+        for chip in self.spire_chips:
+            chip.setVisible(spire)
+        self.input.setPlaceholderText(SPIRE_PLACEHOLDER if spire else INSTRUCTIR_PLACEHOLDER)
+        self._update_understood()
+        self._update_mode_note()
+        self.modeChanged.emit(SPIRE if spire else INSTRUCTIR)
+
+    def _update_understood(self, *_args) -> None:
+        """The live "Understood as: Denoise with sigma 0.118" line (or why it cannot be read) in SPIRE mode."""
+        if not self.is_spire:
+            return
+        text = self.input.text()
+        prompt, why = understood(text)
+        if prompt is not None:
+            self.understood.setText(f"Understood as: <b>{html.escape(prompt)}</b>")
+            self.understood.setStyleSheet(f"color: {MUTED};")
+        elif why:
+            self.understood.setText(html.escape(why))
+            self.understood.setStyleSheet(f"color: {WARNING};")
+        else:
+            self.understood.setText("Understood as: — (type what to fix; SPIRE reads it as a restoration prompt)")
+            self.understood.setStyleSheet(f"color: {MUTED};")
 
     # --- messages -------------------------------------------------------------
 
@@ -350,6 +521,6 @@ class ChatPanel(QWidget):
         self._stick = value >= bar.maximum() - 4
 
     def _follow(self, _min: int, maximum: int) -> None:
-        if self._stick:
-            QTimer.singleShot(0, lambda: self.scroll.verticalScrollBar().setValue(
-                self.scroll.verticalScrollBar().maximum()))
+        if self._stick:  # the scroll bar as context: the call is dropped if the panel is deleted first
+            bar = self.scroll.verticalScrollBar()
+            QTimer.singleShot(0, bar, lambda: bar.setValue(bar.maximum()))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,13 @@ from engine.planning import PlannedStep
 from .document import SESSION_SUFFIX, Document, StudioSession, load_session_file, save_session_file
 from .imaging import thumbnail, to_qimage
 from .model_provider import FAILED, LOADING, READY, ModelProvider
+from .spire_mode import DEFAULT_STEPS, SPIRE_INTENT, SPIRE_MODEL, SpireProvider, SpireStep, run_spire, understood
 from .workers import JobQueue, NotReady, UserFacingError
 
 INTENT_NAMES = {
     "noise": "Denoise", "blur": "Deblur", "rain": "Remove rain", "haze": "Dehaze", "low-light": "Brighten",
     "enhancement": "Enhance", "upsampling": "Upscale", "jpeg": "Remove JPEG artefacts",
-    "unrelated": "Not a restoration request",
+    "unrelated": "Not a restoration request", SPIRE_INTENT: "SPIRE",
 }
 
 
@@ -49,6 +50,7 @@ class Reply:
     thumbnail: QImage | None = None
     token: int | None = None  # the undo command this reply created (click to jump there)
     stale_merge: bool = False  # the document changed while computing: new steps were added as previews
+    spire: SpireStep | None = None  # a SPIRE reply: the step it made (prompt, semantic prompt, steps, time)
 
 
 @dataclass
@@ -80,16 +82,19 @@ class StudioController(QObject):
     activity = Signal(str)  # what is running now ("Restoring…", "Waiting for the model…")
 
     def __init__(self, document: Document, provider: ModelProvider, queue: JobQueue | None = None,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, spire: SpireProvider | None = None) -> None:
         super().__init__(parent)
         self.document = document
         self.provider = provider
+        self.spire = spire
         self.queue = queue or JobQueue(parent=self)
         self.queue.busyChanged.connect(self.busyChanged)
         self.queue.progress.connect(self.progress)
         self.queue.started.connect(lambda task: self.activity.emit(task.label))
         self.queue.waiting.connect(self.activity)
         self.provider.stateChanged.connect(self.queue.poke)
+        if spire is not None:
+            spire.stateChanged.connect(self.queue.poke)
 
     @property
     def busy(self) -> bool:
@@ -104,6 +109,25 @@ class StudioController(QObject):
         if self.provider.state == FAILED:
             raise UserFacingError(self.provider.error)
         raise UserFacingError("No model is loaded. Open Settings → Model to choose one.")
+
+    def _spire(self):
+        """The SPIRE pipeline for a task starting now, or NotReady while it loads."""
+        if self.spire is None:
+            raise UserFacingError("SPIRE mode is not available in this window.")
+        return self.spire.require()
+
+    def _prepare(self, clone: StudioSession, *, restorer: bool) -> object | None:
+        """What refreshing ``clone``'s stale steps needs: the restorer (returned) and/or SPIRE (set on the clone)."""
+        needs_restorer, needs_spire = clone.needs()
+        if needs_spire:
+            try:
+                clone.spire = self._spire()
+            except UserFacingError as exc:
+                why = str(exc) or "SPIRE is not available."
+                raise UserFacingError(f"A SPIRE step of this photo is a preview that must be recomputed first, but "
+                                      f"{why[0].lower()}{why[1:]} (Undo the change that made it a preview to go "
+                                      "on without it.)") from exc
+        return self._restorer() if restorer or needs_restorer else None
 
     # --- opening --------------------------------------------------------------
 
@@ -157,8 +181,8 @@ class StudioController(QObject):
         state = {}
 
         def factory():
-            restorer = self._restorer()
             clone = self.document.session.clone()
+            restorer = self._prepare(clone, restorer=True)
             state.update(revision=self.document.revision, before=len(clone.steps))
             self.requestStarted.emit(request_id)
 
@@ -186,8 +210,6 @@ class StudioController(QObject):
                 return
             stale = self.document.revision != state["revision"]
             if stale:  # the user moved a slider or undid meanwhile: keep their state, add ours as previews
-                from dataclasses import replace
-
                 new = [replace(s, stale=True) for s in outcome.steps[-outcome.added:]]
                 command = self.document.apply_steps(self.document.steps + new, text)
             else:
@@ -198,6 +220,73 @@ class StudioController(QObject):
 
         task = self.queue.submit(
             "Restoring…", factory, on_finished=done,
+            on_failed=lambda message: self.replied.emit(Reply(request_id, text, "error", message=message)),
+            on_cancelled=lambda: self.replied.emit(
+                Reply(request_id, text, "cancelled", message="Cancelled; nothing was changed.")))
+        if ahead and task in self.queue.pending:
+            self.requestQueued.emit(request_id, ahead)
+        return request_id
+
+    def send_spire(self, instruction: str, semantic: str = "", steps: int = DEFAULT_STEPS) -> int:
+        """Queue a SPIRE restoration (one new step); like :meth:`send`, returns the request id.
+
+        ``instruction`` is read by ``engine.prompts.from_instruction`` (grammar or
+        everyday words), ``semantic`` says what the photo shows (may be empty).
+        """
+        request_id = next(_request_ids)
+        text, semantic = instruction.strip(), " ".join(semantic.split())
+        ahead = len(self.queue.pending) + (1 if self.queue.current else 0)
+        self.requested.emit(request_id, text + "\nSPIRE" + (f" · “{semantic}”" if semantic else ""))
+        if not self.document.is_open:
+            self.replied.emit(Reply(request_id, text, "error",
+                                    message="Open a photo first (File → Open, or drop it on the window)."))
+            return request_id
+        prompt, why = understood(text)
+        if prompt is None:
+            self.replied.emit(Reply(request_id, text, "error", message=why or "Say what SPIRE should fix."))
+            return request_id
+        step = SpireStep(text, SPIRE_INTENT, 1.0, 1.0, SPIRE_MODEL, prompt=prompt, semantic=semantic,
+                         sampling_steps=max(1, int(steps)))
+        state = {}
+
+        def factory():
+            clone = self.document.session.clone()
+            pipeline = self._spire()
+            restorer = self._prepare(clone, restorer=False)
+            state.update(revision=self.document.revision)
+            self.requestStarted.emit(request_id)
+
+            def work(progress, cancel):
+                start = time.perf_counter()
+                stale = clone.stale
+                if stale:  # earlier previews first, in the first tenth of the bar
+                    clone.refresh(restorer, progress=lambda d, n: progress(100 * d // max(n, 1), 1000),
+                                  cancel=cancel)
+                delta, seconds = run_spire(pipeline, clone.result(), step, progress=(
+                    (lambda d, n: progress(100 + 900 * d // max(n, 1), 1000)) if stale else progress), cancel=cancel)
+                clone.add_step(replace(step, delta=delta, seconds=seconds))
+                result = clone.result()
+                return ApplyOutcome([], clone.steps, 1, result, to_qimage(result), thumbnail(result, 96),
+                                    time.perf_counter() - start)
+
+            return work
+
+        def done(outcome: ApplyOutcome) -> None:
+            if task.token.cancelled:
+                self.replied.emit(Reply(request_id, text, "cancelled", message="Cancelled; nothing was changed."))
+                return
+            made = outcome.steps[-1]
+            stale = self.document.revision != state["revision"]
+            if stale:  # as in send(): keep the user's newer state, add the SPIRE step as a preview on top
+                command = self.document.apply_steps(self.document.steps + [replace(made, stale=True)], text)
+            else:
+                command = self.document.apply_steps(outcome.steps, text, result=outcome.result,
+                                                    display=outcome.display)
+            self.replied.emit(Reply(request_id, text, "applied", [], outcome.seconds, thumbnail=outcome.thumb,
+                                    token=command.token, stale_merge=stale, spire=made))
+
+        task = self.queue.submit(
+            "Restoring with SPIRE…", factory, on_finished=done,
             on_failed=lambda message: self.replied.emit(Reply(request_id, text, "error", message=message)),
             on_cancelled=lambda: self.replied.emit(
                 Reply(request_id, text, "cancelled", message="Cancelled; nothing was changed.")))
@@ -219,8 +308,8 @@ class StudioController(QObject):
         state = {}
 
         def factory():
-            restorer = self._restorer()
             clone = self.document.session.clone()
+            restorer = self._prepare(clone, restorer=False)
             state["revision"] = self.document.revision
 
             def work(progress, cancel):
@@ -251,17 +340,18 @@ class StudioController(QObject):
 
         def factory():
             clone = self.document.session.clone()
-            restorer = self._restorer() if clone.stale else None
+            stale = clone.stale
+            restorer = self._prepare(clone, restorer=False) if stale else None
             picture = self.document.picture
             state["revision"] = self.document.revision
             source = picture.source
             overwrite = path.exists() and not (source is not None and _same_file(path, source))
 
             def work(progress, cancel):
-                if restorer is not None:
+                if stale:
                     clone.refresh(restorer, progress=progress, cancel=cancel)
                 written = save_image(picture.with_rgb(clone.result()), path, overwrite=overwrite, quality=quality)
-                return written, clone.steps, restorer is not None
+                return written, clone.steps, stale
 
             return work
 

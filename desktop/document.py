@@ -21,9 +21,12 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage, QUndoStack
 
 from engine.imageio import Picture
-from engine.session import EditSession, SessionError, Step
+from engine.jobs import CancelToken, ProgressCallback, check
+from engine.session import EditSession, Recipe, SessionError, Step, _sub_progress
 
 from .imaging import to_qimage
+from .spire_mode import SpireStep, run_spire
+from .workers import UserFacingError
 
 SESSION_SUFFIX = ".irsession"
 STUDIO_ENTRY = "studio.json"
@@ -31,7 +34,14 @@ STUDIO_FORMAT = "instructir-studio-extras"
 
 
 class StudioSession(EditSession):
-    """EditSession plus what a Qt front end needs: swap the step list wholesale, and clone cheaply."""
+    """EditSession plus what a Qt front end needs: swap the step list wholesale, clone cheaply, SPIRE steps.
+
+    ``spire`` is the SPIRE pipeline that recomputes stale :class:`SpireStep` s
+    (set by the controller on a working clone when there are any); InstructIR
+    steps are recomputed with the restorer as in the engine.
+    """
+
+    spire = None
 
     def restore_steps(self, steps: list[Step], result: np.ndarray | None = None) -> None:
         """Make ``steps`` current (an undo/redo); ``result`` seeds the render cache when already known."""
@@ -46,6 +56,33 @@ class StudioSession(EditSession):
         other.steps = [replace(s) for s in self.steps]
         return other
 
+    def needs(self) -> tuple[bool, bool]:
+        """Whether refreshing needs (the InstructIR restorer, the SPIRE pipeline)."""
+        stale = [s for s in self.steps if s.stale]
+        return any(not isinstance(s, SpireStep) for s in stale), any(isinstance(s, SpireStep) for s in stale)
+
+    def refresh(self, restorer, *, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None) -> None:
+        """Recompute stale steps exactly (no undo entry): SPIRE steps with SPIRE, the others with ``restorer``."""
+        stale = [i for i, s in enumerate(self.steps) if s.stale]
+        for n, i in enumerate(stale):
+            check(cancel)
+            step, sub = self.steps[i], _sub_progress(progress, n, len(stale))
+            if isinstance(step, SpireStep):
+                if self.spire is None:
+                    raise UserFacingError("Recomputing a SPIRE step needs SPIRE mode, which is not loaded.")
+                delta, secs = run_spire(self.spire, self.input_of(i), step, sub, cancel)
+            else:
+                delta, secs = self._run(restorer, self.input_of(i), step.instruction, sub, cancel)
+            self.steps[i] = replace(step, delta=delta, stale=False, seconds=secs)
+            self._changed(i)
+
+    def to_recipe(self) -> Recipe:
+        """InstructIR steps only: a recipe replays instructions with InstructIR, which cannot redo a SPIRE step."""
+        steps = [s for s in self.steps if not isinstance(s, SpireStep)]
+        model = steps[0].model if steps else None
+        return Recipe([(s.instruction, s.strength) for s in steps], model)
+
 
 # --- session files (engine session + what export needs: format, bit depth, ICC, EXIF, alpha) -------------
 
@@ -57,18 +94,22 @@ def save_session_file(path: str | os.PathLike, session: EditSession, picture: Pi
     os.close(fd)
     try:
         session.save(tmp)
+        meta: dict = {"format": STUDIO_FORMAT, "version": 1}
         if picture is not None:
-            meta = {"format": STUDIO_FORMAT, "version": 1, "source": str(picture.source or ""),
-                    "image_format": picture.format, "bit_depth": picture.bit_depth, "grayscale": picture.grayscale,
-                    "has_icc": picture.icc_profile is not None, "has_exif": picture.exif is not None,
-                    "has_alpha": picture.alpha is not None}
+            meta.update(source=str(picture.source or ""), image_format=picture.format, bit_depth=picture.bit_depth,
+                        grayscale=picture.grayscale, has_icc=picture.icc_profile is not None,
+                        has_exif=picture.exif is not None, has_alpha=picture.alpha is not None)
+        spire = {str(i): s.spire_meta() for i, s in enumerate(session.steps) if isinstance(s, SpireStep)}
+        if spire:  # what re-running a SPIRE step needs; the engine's own file keeps only the plain Step fields
+            meta["spire_steps"] = spire
+        if picture is not None or spire:
             with zipfile.ZipFile(tmp, "a", zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr(STUDIO_ENTRY, json.dumps(meta, indent=2))
-                if picture.icc_profile:
+                if picture is not None and picture.icc_profile:
                     zf.writestr("studio/icc.bin", picture.icc_profile)
-                if picture.exif:
+                if picture is not None and picture.exif:
                     zf.writestr("studio/exif.bin", picture.exif)
-                if picture.alpha is not None:
+                if picture is not None and picture.alpha is not None:
                     import io
 
                     buf = io.BytesIO()
@@ -101,6 +142,12 @@ def load_session_file(path: str | os.PathLike) -> tuple[StudioSession, Picture]:
                     alpha = np.load(io.BytesIO(zf.read("studio/alpha.npy")), allow_pickle=False)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise SessionError(f"cannot read session {path}: {exc}") from exc
+    for index, extra in (meta.get("spire_steps") or {}).items():
+        try:
+            i = int(index)
+            session.steps[i] = SpireStep.upgrade(session.steps[i], extra)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise SessionError(f"cannot read session {path}: bad SPIRE step {index!r}: {exc}") from exc
     source = meta.get("source") or None
     picture = Picture(rgb=session.original, alpha=alpha, bit_depth=int(meta.get("bit_depth", 8)),
                       grayscale=bool(meta.get("grayscale", False)), format=meta.get("image_format"),

@@ -27,6 +27,7 @@ from engine.session import Step
 
 from .controller import intent_name
 from .icons import icon
+from .spire_mode import SpireStep
 
 _drags = itertools.count(1)
 
@@ -46,6 +47,7 @@ class StepRow(QFrame):
         self.title.setWordWrap(True)
         self.detail = QLabel()
         self.detail.setObjectName("muted")
+        self.detail.setWordWrap(True)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 100)
         self.slider.setPageStep(10)
@@ -80,7 +82,12 @@ class StepRow(QFrame):
         self.index = index
         self.step = step
         self.title.setText(f"{index + 1}   {step.instruction}")
-        detail = f"{intent_name(step.intent)} · {step.confidence:.0%} sure"
+        if isinstance(step, SpireStep):
+            detail = f"SPIRE · {step.prompt} · {step.sampling_steps} steps"
+            if step.semantic:
+                detail += f" · “{step.semantic}”"
+        else:
+            detail = f"{intent_name(step.intent)} · {step.confidence:.0%} sure"
         if step.seconds:
             detail += f" · {step.seconds:.1f} s"
         if step.stale:

@@ -44,6 +44,9 @@ from .model_provider import FAILED, ModelProvider
 from .recovery import RecoveryStore
 from .settings import APP_NAME, Settings
 from .settings_dialog import SettingsDialog
+from .spire_mode import CHECKING, SpireProvider
+from .spire_mode import FAILED as SPIRE_FAILED
+from .spire_mode import LOADING as SPIRE_LOADING
 from .theme import ERROR, MUTED
 
 OPEN_FILTER = "Photos (*.jpg *.jpeg *.png *.tif *.tiff *.webp *.bmp *.gif);;Sessions (*.irsession);;All files (*)"
@@ -116,13 +119,16 @@ class MainWindow(QMainWindow):
     """InstructIR Studio's window."""
 
     def __init__(self, settings: Settings, provider: ModelProvider, *, prompts: Prompts | None = None,
-                 autosave: bool = True) -> None:
+                 autosave: bool = True, spire: SpireProvider | None = None) -> None:
+        """``spire``: the optional SPIRE mode (default: checked with ``engine.spire.available()``)."""
         super().__init__()
         self.settings = settings
         self.provider = provider
+        self.spire = spire if spire is not None else SpireProvider(settings, device=provider.device_override,
+                                                                   parent=self)
         self.prompts = prompts or Prompts(self)
         self.document = Document(self)
-        self.controller = StudioController(self.document, provider, parent=self)
+        self.controller = StudioController(self.document, provider, parent=self, spire=self.spire)
         self.batch_dialog: BatchDialog | None = None
         self._closing = False
         self._last_model_error = ""
@@ -161,6 +167,9 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         self.render()
         self._model_state()
+        self._spire_state()
+        if self.spire.state == CHECKING:
+            self.spire.check()
 
     # --- construction ---------------------------------------------------------
 
@@ -369,6 +378,8 @@ class MainWindow(QMainWindow):
         doc.stack.cleanChanged.connect(lambda _c: self._update_title())
 
         chat.sendRequested.connect(ctl.send)
+        chat.spireRequested.connect(ctl.send_spire)
+        chat.modeChanged.connect(self._mode_changed)
         chat.cancelRequested.connect(lambda: ctl.cancel())
         chat.stateRequested.connect(self.jump_to)
         ctl.requested.connect(chat.add_user)
@@ -387,6 +398,7 @@ class MainWindow(QMainWindow):
         hist.originalRequested.connect(lambda: doc.stack.setIndex(0))
 
         self.provider.stateChanged.connect(self._model_state)
+        self.spire.stateChanged.connect(self._spire_state)
 
     # --- rendering ------------------------------------------------------------
 
@@ -482,6 +494,17 @@ class MainWindow(QMainWindow):
         elif provider.state != FAILED:
             self._last_model_error = ""
 
+    def _spire_state(self) -> None:
+        spire = self.spire
+        self.chat.set_spire_state(spire.ok, spire.reason, spire.error if spire.state == SPIRE_FAILED else "",
+                                  loading=spire.state == SPIRE_LOADING)
+
+    def _mode_changed(self, mode: str) -> None:
+        if self.chat.is_spire:
+            self.spire.load()  # warm up while the user types (once; a no-op when loaded or loading)
+            self.chat.semantic.setFocus()
+        self.statusBar().showMessage("SPIRE (diffusion) mode" if self.chat.is_spire else "InstructIR mode", 3000)
+
     # --- commands ---------------------------------------------------------------
 
     def jump_to(self, token, before: bool) -> None:
@@ -562,6 +585,8 @@ class MainWindow(QMainWindow):
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec():
             self.provider.load()
+            if self.spire.state != CHECKING:
+                self.spire.check()  # the device may have changed, or an adapter been installed meanwhile
             return True
         return False
 

@@ -18,6 +18,11 @@ instruction; ``strength_mode: "override"`` replaces them, like the CLI's
 non-linear sRGB in [0, 1] for f32) and optionally ``mask_dtype``: then a
 one-channel selection mask of the same size follows the pixels and the result
 is blended with it. Optional ``model`` and ``device`` pick the model.
+Optional ``mode``: ``"instructir"`` (the default) or ``"spire"``, the
+optional diffusion mode: the instruction is then read as a SPIRE restoration
+prompt, ``semantic`` (text, may be empty) says what the image shows and
+``diffusion_steps`` (1-1000) how many sampling steps to take; the result has
+the request's size, and says ``"mode": "spire"`` and the ``prompt`` it ran.
 
 The server answers with any number of ``progress`` frames (``stage``,
 ``done``, ``total``, ``text``), then exactly one ``result`` frame (same
@@ -51,6 +56,8 @@ HOST = "127.0.0.1"
 MAX_HEADER_BYTES = 1 << 20
 DEFAULT_MAX_PAYLOAD = 1 << 30
 MAX_INSTRUCTION_CHARS = 2000
+MODES = ("instructir", "spire")
+MAX_DIFFUSION_STEPS = 1000
 DTYPE_SIZES = {"u8": 1, "u16": 2, "f32": 4}
 STATE_ENV = "INSTRUCTIR_SERVER_STATE"
 
@@ -166,6 +173,15 @@ def check_restore_request(header: dict, payload_len: int) -> tuple:
         raise ProtocolError("strength must be a number from 0 to 1")
     if header.get("strength_mode", "scale") not in ("scale", "override"):
         raise ProtocolError("strength_mode must be 'scale' or 'override'")
+    if header.get("mode", "instructir") not in MODES:
+        raise ProtocolError(f"mode must be one of {', '.join(MODES)}")
+    semantic = header.get("semantic", "")
+    if not isinstance(semantic, str) or len(semantic) > MAX_INSTRUCTION_CHARS:
+        raise ProtocolError(f"semantic must be text of at most {MAX_INSTRUCTION_CHARS} characters")
+    steps = header.get("diffusion_steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                              or not 1 <= steps <= MAX_DIFFUSION_STEPS):
+        raise ProtocolError(f"diffusion_steps must be a whole number from 1 to {MAX_DIFFUSION_STEPS}")
     image = image_nbytes(w, h, c, dtype)
     mask_dtype = header.get("mask_dtype")
     if mask_dtype is not None and mask_dtype not in DTYPE_SIZES:
@@ -282,12 +298,21 @@ class Client:
 
     def restore(self, pixels, width: int, height: int, channels: int, dtype: str, instruction: str, *,
                 strength: float = 1.0, strength_mode: str = "scale", mask=None, mask_dtype: str | None = None,
-                model: str | None = None, device: str | None = None, on_progress=None,
+                model: str | None = None, device: str | None = None, mode: str | None = None,
+                semantic: str | None = None, diffusion_steps: int | None = None, on_progress=None,
                 should_cancel=None) -> tuple:
-        """Restore interleaved pixels; returns ``(result header, result pixels)``."""
+        """Restore interleaved pixels; returns ``(result header, result pixels)``.
+
+        ``mode="spire"`` asks for the optional SPIRE diffusion mode (``semantic``, ``diffusion_steps``).
+        """
         header = {"type": "restore", "instruction": instruction, "strength": float(strength),
                   "strength_mode": strength_mode, "width": int(width), "height": int(height),
                   "channels": int(channels), "dtype": dtype}
+        if mode and mode != "instructir":
+            header["mode"] = mode
+            header["semantic"] = semantic or ""
+            if diffusion_steps:
+                header["diffusion_steps"] = int(diffusion_steps)
         if mask is not None:
             header["mask_dtype"] = mask_dtype or dtype
         if model:

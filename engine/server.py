@@ -7,7 +7,9 @@ only, requires the random token it writes to its state file (user-only, 0600,
 in a 0700 folder), refuses frames over its size limit before reading them,
 streams progress, and cancels a job whose client sends ``cancel`` or goes
 away, without ever going down with it. The wire format is in
-``engine/protocol.py``.
+``engine/protocol.py``. A ``mode: "spire"`` request runs the optional SPIRE
+diffusion pipeline instead, loaded on the first such request and kept the same
+way; where SPIRE cannot run, the error says why (``engine.spire.available()``).
 
 Lifecycle: the plug-in reads the state file, pings the server, and when none
 answers starts ``<python recorded at install time> -m engine.cli serve`` detached
@@ -19,6 +21,7 @@ server off the same file; the server removes the file when it stops (on a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import logging
 import os
@@ -63,13 +66,18 @@ class AlreadyRunning(Exception):
     """Another server holds the state file."""
 
 
+class SpireUnavailable(Exception):
+    """SPIRE mode was asked for but cannot run here; the message says why (``engine.spire.available()``)."""
+
+
 class EngineServer:
-    """The server. ``restorer_factory(model, device)`` builds a Restorer (tests pass a fake)."""
+    """The server. ``restorer_factory(model, device)`` builds a Restorer, ``spire_factory(device)`` the optional
+    SPIRE pipeline, loaded on the first SPIRE request and kept (tests pass fakes)."""
 
     def __init__(self, *, model: str = "default", device: str = "auto", fast: bool = False, tile: int = 0,
                  port: int = 0, state_file: str | os.PathLike | None = None,
                  max_request_bytes: int = protocol.DEFAULT_MAX_PAYLOAD, idle_exit: float = 0.0,
-                 token: str | None = None, restorer_factory=None, preload: bool = True) -> None:
+                 token: str | None = None, restorer_factory=None, preload: bool = True, spire_factory=None) -> None:
         self.model, self.device, self.fast, self.tile = model, device, fast, tile
         self.port = port
         self.state_file = Path(state_file) if state_file else default_state_file()
@@ -79,6 +87,10 @@ class EngineServer:
         self.preload = preload
         self._factory = restorer_factory or self._load_restorer
         self._restorers: dict[tuple[str, str], object] = {}
+        self._spire_factory = spire_factory or self._load_spire
+        self._spire: tuple[str, object] | None = None  # (device, SpirePipeline)
+        self._spire_lock = threading.Lock()
+        self.spire_loads = 0
         self._load_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
@@ -209,6 +221,41 @@ class EngineServer:
                 self._restorers[key] = restorer
             return self._restorers[key]
 
+    @staticmethod
+    def _load_spire(device: str):
+        from engine.spire.pipeline import SpirePipeline
+
+        return SpirePipeline.from_pretrained(device=device)
+
+    def spire(self, device: str | None = None, on_loading=None):
+        """The SPIRE pipeline, loaded on first use and kept; ``SpireUnavailable`` (with the reason) when it can't run.
+
+        ``engine.spire.available()`` is asked before each load, never after: it is cheap, but a loaded
+        pipeline needs no second opinion.
+        """
+        device = device or self.device
+        if self._spire is not None and self._spire[0] == device:
+            return self._spire[1]
+        from engine import spire
+
+        ok, reason = spire.available()
+        if not ok:
+            raise SpireUnavailable(f"SPIRE mode is not available: {reason}")
+        if on_loading is not None:
+            on_loading()
+        with self._spire_lock:
+            if self._spire is None or self._spire[0] != device:
+                self._spire = None  # one pipeline at a time: a diffusion model is large
+                t = time.perf_counter()
+                try:
+                    pipeline = self._spire_factory(device)
+                except (ImportError, OSError, RuntimeError) as exc:
+                    raise SpireUnavailable(f"SPIRE could not be loaded: {exc}") from exc
+                self.spire_loads += 1
+                log.info("loaded SPIRE on %s in %.1f s", device, time.perf_counter() - t)
+                self._spire = (device, pipeline)
+            return self._spire[1]
+
     # --- connections --------------------------------------------------------
 
     def _accept_loop(self) -> None:
@@ -274,6 +321,7 @@ class EngineServer:
         if kind == "ping":
             protocol.send_message(conn, {"type": "pong", "version": protocol.PROTOCOL_VERSION, "pid": os.getpid(),
                                          "model": self.model, "loaded": [k[0] for k in self._restorers],
+                                         "spire_loaded": self._spire is not None, "modes": list(protocol.MODES),
                                          "jobs_done": self.jobs_done, "loads": self.loads})
         elif kind == "shutdown":
             protocol.send_message(conn, {"type": "ok"})
@@ -348,19 +396,17 @@ class EngineServer:
             if client_alive:
                 _try_send(conn, _error("cancelled", "cancelled"))
             return
-        if not isinstance(exc, NothingToDo | ValueError | FileNotFoundError) and type(exc).__name__ not in (
-                "ModelNotFoundError", "DeviceError", "EmptyInstructionError"):
+        if not isinstance(exc, NothingToDo | SpireUnavailable | ValueError | FileNotFoundError) and \
+                type(exc).__name__ not in ("ModelNotFoundError", "DeviceError", "EmptyInstructionError"):
             log.error("job failed", exc_info=exc)
-        code = "nothing-to-do" if isinstance(exc, NothingToDo) else "failed"
+        code = "nothing-to-do" if isinstance(exc, NothingToDo) else "spire-unavailable" if isinstance(
+            exc, SpireUnavailable) else "failed"
         if client_alive:
             _try_send(conn, _error(code, str(exc) or type(exc).__name__))
 
     def process(self, header: dict, payload: bytearray, nbytes: int, events: queue.Queue, cancel) -> tuple:
         """Run one restore request; returns the result frame ``(header, pixels)``."""
         import numpy as np
-
-        from engine.jobs import check
-        from engine.session import EditSession
 
         w, h, c, dtype = int(header["width"]), int(header["height"]), int(header["channels"]), header["dtype"]
         pixels = _to_float(np.frombuffer(payload, dtype=_NP[dtype], count=w * h * c).reshape(h, w, c), dtype)
@@ -372,17 +418,50 @@ class EngineServer:
         def emit(stage: str, done: int = 0, total: int = 0, text: str = "") -> None:
             events.put(("progress", {"stage": stage, "done": done, "total": total, "text": text}))
 
-        restorer = self.restorer(header.get("model"), header.get("device"),
-                                 on_loading=lambda: emit("loading", text="loading the model"))
+        rgb = np.clip(pixels[..., :3] if c >= 3 else np.repeat(pixels[..., :1], 3, axis=2), 0.0, 1.0)
+        run = self._run_spire if header.get("mode") == "spire" else self._run_instructir
+        out, seconds, info = run(header, rgb, emit, cancel)
+        result = pixels.copy()
+        if c >= 3:
+            result[..., :3] = out
+        else:
+            result[..., 0] = out @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+        if mask is not None:
+            m = np.clip(mask, 0.0, 1.0)
+            blended = pixels + m * (result - pixels)
+            result = np.where(m > 0, blended, pixels)
+        if c in (2, 4):
+            result[..., -1] = pixels[..., -1]
+        data = _from_float(result, dtype)
+        reply = {"type": "result", "width": w, "height": h, "channels": c, "dtype": dtype,
+                 "seconds": round(seconds, 3), **info}
+        return reply, data
+
+    @contextlib.contextmanager
+    def _locked(self, emit, cancel):
+        """Hold the model lock (one job at a time on the device), telling the client when it has to wait."""
+        from engine.jobs import check
+
         check(cancel)
         if not self._model_lock.acquire(blocking=False):
             emit("queued", text="waiting for another image to finish")
             self._model_lock.acquire()
         try:
+            yield
+        finally:
+            self._model_lock.release()
+
+    def _run_instructir(self, header: dict, rgb, emit, cancel) -> tuple:
+        """Plan and run the instruction with InstructIR; returns (output rgb, seconds, reply fields)."""
+        from engine.jobs import check
+        from engine.session import EditSession
+
+        restorer = self.restorer(header.get("model"), header.get("device"),
+                                 on_loading=lambda: emit("loading", text="loading the model"))
+        with self._locked(emit, cancel):
             check(cancel)
             t = time.perf_counter()
-            rgb = pixels[..., :3] if c >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
-            session = EditSession(np.clip(rgb, 0.0, 1.0))
+            session = EditSession(rgb)
             emit("restoring", 0, 1000, "restoring")
             plan = session.apply(header["instruction"], restorer,
                                  progress=lambda d, n: emit("restoring", d, n, "restoring"), cancel=cancel)
@@ -398,26 +477,45 @@ class EngineServer:
                 session.refresh(restorer, cancel=cancel)
             out = session.result()
             seconds = time.perf_counter() - t
-        finally:
-            self._model_lock.release()
-        result = pixels.copy()
-        if c >= 3:
-            result[..., :3] = out
-        else:
-            result[..., 0] = out @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-        if mask is not None:
-            m = np.clip(mask, 0.0, 1.0)
-            blended = pixels + m * (result - pixels)
-            result = np.where(m > 0, blended, pixels)
-        if c in (2, 4):
-            result[..., -1] = pixels[..., -1]
-        data = _from_float(result, dtype)
-        reply = {"type": "result", "width": w, "height": h, "channels": c, "dtype": dtype,
-                 "model": restorer.name, "seconds": round(seconds, 3),
-                 "plan": [p.to_dict() for p in plan],
-                 "steps": [{"instruction": s.instruction, "intent": s.intent, "strength": s.strength}
-                           for s in session.steps]}
-        return reply, data
+        return out, seconds, {"model": restorer.name, "mode": "instructir", "plan": [p.to_dict() for p in plan],
+                              "steps": [{"instruction": s.instruction, "intent": s.intent, "strength": s.strength}
+                                        for s in session.steps]}
+
+    def _run_spire(self, header: dict, rgb, emit, cancel) -> tuple:
+        """Run SPIRE (``mode: spire``); returns (output rgb, seconds, reply fields).
+
+        The instruction is read as a restoration prompt (``PromptError`` says how to fix it); the image keeps
+        its size (``upscale=False``: "Upsample to Nx" restores the detail of an N-times upsampling in place).
+        ``strength`` blends the result with the input.
+        """
+        from engine.jobs import check
+        from engine.prompts import from_instruction
+
+        prompt = from_instruction(header["instruction"])
+        semantic = " ".join(str(header.get("semantic") or "").split())
+        pipeline = self.spire(header.get("device"), on_loading=lambda: emit("loading", text="loading SPIRE"))
+        steps = int(header.get("diffusion_steps") or 0) or _spire_default_steps()
+        with self._locked(emit, cancel):
+            check(cancel)
+            t = time.perf_counter()
+            emit("restoring", 0, 1000, "restoring with SPIRE")
+            restored = pipeline.restore(rgb, prompt, semantic, steps=steps, upscale=False, cancel=cancel,
+                                        progress=lambda d, n: emit("restoring", d, n, "restoring with SPIRE"))
+            check(cancel)
+            if restored.shape != rgb.shape:
+                raise RuntimeError(f"SPIRE returned {restored.shape} for a {rgb.shape} image")
+            strength = float(header.get("strength", 1.0))
+            out = restored if strength == 1.0 else rgb + strength * (restored - rgb)
+            seconds = time.perf_counter() - t
+        return out, seconds, {"model": "SPIRE", "mode": "spire", "prompt": str(prompt), "semantic": semantic,
+                              "diffusion_steps": steps, "plan": [],
+                              "steps": [{"instruction": str(prompt), "intent": "spire", "strength": strength}]}
+
+
+def _spire_default_steps() -> int:
+    from engine.spire.pipeline import DEFAULT_STEPS
+
+    return DEFAULT_STEPS
 
 
 _NP = {"u8": "u1", "u16": "<u2", "f32": "<f4"}

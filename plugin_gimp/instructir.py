@@ -11,6 +11,10 @@ server on demand with the Python interpreter recorded by ``instructir
 gimp-install`` (see ``instructir.json`` next to this file); the server keeps
 the model loaded, so only the first run pays for loading it.
 
+The optional SPIRE diffusion mode (``mode`` = spire, with an optional
+``semantic`` description of the image) runs on the same server when an
+adapter is installed there; otherwise the server says why it cannot.
+
 Only the standard library and GIMP's own gi modules are used (no numpy).
 """
 
@@ -39,6 +43,9 @@ DEFAULT_INSTRUCTION = "remove the noise"
 MAX_LAYER_NAME = 64
 DEVICES = (("auto", "Automatic (GPU when available)"), ("cpu", "CPU"), ("cuda", "NVIDIA GPU (CUDA)"),
            ("mps", "Apple GPU (MPS)"))
+MODES = (("instructir", "InstructIR", "Fast restoration from a plain instruction"),
+         ("spire", "SPIRE (diffusion)", "Diffusion restoration of blur, noise, low resolution and JPEG artefacts; "
+                                        "needs a SPIRE adapter on the engine's computer and, in practice, a GPU"))
 _EIGHT_BIT = {getattr(Gimp.Precision, n) for n in ("U8_LINEAR", "U8_NON_LINEAR", "U8_PERCEPTUAL")
               if hasattr(Gimp.Precision, n)}
 
@@ -72,7 +79,8 @@ def layer_name(instruction):
 class Progress:
     """Maps server progress frames for drawable ``index`` of ``count`` onto GIMP's progress bar."""
 
-    def __init__(self, count):
+    def __init__(self, count, name="InstructIR"):
+        self.name = name
         self.count = max(1, count)
         self.index = 0
         self.fraction = None
@@ -87,11 +95,11 @@ class Progress:
     def __call__(self, msg):
         stage = msg.get("stage")
         if stage == "loading":
-            self.set_text("InstructIR: loading the model (first run only)\u2026")
+            self.set_text(f"{self.name}: loading the model (first run only)\u2026")
         elif stage == "queued":
-            self.set_text("InstructIR: waiting for another image to finish\u2026")
+            self.set_text(f"{self.name}: waiting for another image to finish\u2026")
         elif stage == "restoring":
-            self.set_text("InstructIR: restoring\u2026")
+            self.set_text(f"{self.name}: restoring\u2026")
         total, done = msg.get("total") or 0, msg.get("done") or 0
         if stage == "restoring" and total > 0 and done > 0:
             frac = (self.index + min(1.0, done / total)) / self.count
@@ -144,13 +152,18 @@ def read_region(image, drawable):
     return (x, y, w, h), fmt, dtype, pixels, mask
 
 
-def restore_drawables(image, drawables, instruction, strength, model, device):
-    """Process every drawable over the engine, then add all result layers in one undo group."""
+def restore_drawables(image, drawables, instruction, strength, model, device, mode="instructir", semantic=""):
+    """Process every drawable over the engine, then add all result layers in one undo group.
+
+    ``mode`` "spire" asks the engine for SPIRE diffusion (``semantic``: what the image shows, may be empty).
+    """
     record = load_record()
     model = model or record.get("model") or None
     device = device or record.get("device") or None
-    Gimp.progress_init(f"InstructIR: {layer_name(instruction)}")
-    progress = Progress(len(drawables))
+    spire = mode == "spire"
+    name = "SPIRE" if spire else "InstructIR"
+    Gimp.progress_init(f"{name}: {layer_name(instruction)}")
+    progress = Progress(len(drawables), name)
     client = connect(record, model, device)
     results = []
     for i, drawable in enumerate(drawables):
@@ -168,13 +181,17 @@ def restore_drawables(image, drawables, instruction, strength, model, device):
         try:
             reply, data = client.restore(pixels, w, h, 4, dtype, instruction, strength=strength, mask=mask,
                                          mask_dtype="f32" if mask is not None else None, model=model,
-                                         device=device, on_progress=on_progress)
+                                         device=device, on_progress=on_progress,
+                                         mode="spire" if spire else None, semantic=semantic if spire else None)
         except protocol.ServerError as exc:
-            raise PluginError("InstructIR: " + exc.message) from None
+            raise PluginError(f"{name}: " + exc.message) from None
         except (OSError, protocol.ProtocolError) as exc:
-            raise PluginError(f"InstructIR: lost the connection to the engine server ({exc}).") from None
+            raise PluginError(f"{name}: lost the connection to the engine server ({exc}).") from None
+        if spire and reply.get("mode") != "spire":  # a server from before SPIRE mode ignores the request's mode
+            raise PluginError("SPIRE: the running engine server is too old for SPIRE mode; stop it with "
+                              "'instructir serve --stop' and try again (a new one is started).")
         results.append((drawable, rect, fmt, data, reply))
-    Gimp.progress_set_text("InstructIR: adding the result layer\u2026")
+    Gimp.progress_set_text(f"{name}: adding the result layer\u2026")
     _trace("progress", updates=progress.updates, fraction=progress.fraction)
 
     new_layers = []
@@ -183,7 +200,7 @@ def restore_drawables(image, drawables, instruction, strength, model, device):
     try:
         for drawable, (x, y, w, h), fmt, data, reply in results:
             layer = Gimp.Layer.new_from_drawable(drawable, image)
-            layer.set_name(layer_name(instruction))
+            layer.set_name(layer_name(f"SPIRE: {reply.get('prompt') or instruction}" if spire else instruction))
             image.insert_layer(layer, drawable.get_parent(), image.get_item_position(drawable))
             buf = layer.get_buffer()
             buf.set(Gegl.Rectangle.new(x, y, w, h), fmt, data)
@@ -212,7 +229,12 @@ def run(procedure, run_mode, image, drawables, config, data):
         GimpUi.init(PROC_NAME)
         dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="InstructIR")
         dialog.get_scale_entry("strength", 1.0)  # a slider rather than a bare spin button
-        dialog.fill(["instruction", "strength", "model", "device"])
+        dialog.fill(["mode", "instruction", "semantic", "strength", "model", "device"])
+        try:  # the semantic prompt only means something to SPIRE
+            only_spire = Gimp.ValueArray.new_from_values([GObject.Value(GObject.TYPE_STRING, "spire")])
+            dialog.set_sensitive_if_in("semantic", None, "mode", only_spire, True)
+        except Exception:  # noqa: BLE001 - cosmetic; an older GIMP 3 just leaves the field editable
+            pass
         ok = dialog.run()
         dialog.destroy()
         if not ok:
@@ -222,6 +244,8 @@ def run(procedure, run_mode, image, drawables, config, data):
     strength = float(config.get_property("strength"))
     model = (config.get_property("model") or "").strip()
     device = config.get_property("device") or "auto"
+    mode = config.get_property("mode") or "instructir"
+    semantic = " ".join((config.get_property("semantic") or "").split())
     try:
         if not instruction:
             raise PluginError("InstructIR: type what to fix, for example \u201cremove the noise\u201d.")
@@ -231,7 +255,7 @@ def run(procedure, run_mode, image, drawables, config, data):
             if not isinstance(d, Gimp.Layer) or isinstance(d, Gimp.GroupLayer):
                 raise PluginError(f"InstructIR works on pixel layers; '{d.get_name()}' is not one.")
         layers, skipped = restore_drawables(image, list(drawables), instruction, strength, model,
-                                            None if device == "auto" else device)
+                                            None if device == "auto" else device, mode, semantic)
     except PluginError as exc:
         Gimp.progress_end()
         return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(str(exc)))
@@ -262,12 +286,21 @@ class InstructIR(Gimp.PlugIn):
             "Restore the layer following a plain-language instruction",
             "Restores the active layer, or the selected part of it, following an instruction such as "
             "'remove the noise' or 'brighten it a bit', with the InstructIR network, and puts the result "
-            "on a new layer above it. The work is done by the InstructIR engine server "
-            "(instructir serve), started on demand.",
+            "on a new layer above it. Mode 'spire' uses the optional SPIRE diffusion model instead (blur, "
+            "noise, low resolution, JPEG; 'semantic' says what the image shows). The work is done by the "
+            "InstructIR engine server (instructir serve), started on demand.",
             name)
         procedure.set_attribution("InstructIR Studio", "InstructIR Studio", "2026")
+        modes = Gimp.Choice.new()
+        for i, (nick, label, help_text) in enumerate(MODES):
+            modes.add(nick, i, label, help_text)
+        procedure.add_choice_argument("mode", "M_ode", "InstructIR, or the optional SPIRE diffusion mode", modes,
+                                      "instructir", GObject.ParamFlags.READWRITE)
         procedure.add_string_argument("instruction", "_Instruction", "What to fix, in plain language",
                                       DEFAULT_INSTRUCTION, GObject.ParamFlags.READWRITE)
+        procedure.add_string_argument("semantic", "_What's in the image",
+                                      "SPIRE only, optional: what the image shows, e.g. 'a cat on a sofa'",
+                                      "", GObject.ParamFlags.READWRITE)
         procedure.add_double_argument("strength", "Stren_gth",
                                       "Scales the strength read from the instruction (1: as written)",
                                       0.0, 1.0, 1.0, GObject.ParamFlags.READWRITE)
