@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-max-pixels", type=int, default=2_100_000, help="skip the baseline above this")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory-budget", type=float, help="GiB the engine may plan for (default: its own choice)")
+    ap.add_argument("--modes", default="default,exact,fast", help="which of ours: default,exact,fast")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -219,10 +220,11 @@ def main(argv: list[str] | None = None) -> int:
             "fc2.weight": torch.zeros(7, 256), "fc2.bias": torch.zeros(7)}
     bundle = ModelBundle("bench-7d", config, INTENT_CLASSES, "all-MiniLM-L6-v2", state, head)
     budget = args.memory_budget * 2**30 if args.memory_budget else None
+    wanted = set(args.modes.split(","))
     modes = [("exact fp32, default allocator", lambda: Restorer(bundle, device="cpu", reuse_buffers=False,
-                                                                 memory_budget=budget)),
-             ("exact fp32", lambda: Restorer(bundle, device="cpu", memory_budget=budget))]
-    if cpu_supports_bf16():
+                                                                 memory_budget=budget))] * ("default" in wanted)
+    modes += [("exact fp32", lambda: Restorer(bundle, device="cpu", memory_budget=budget))] * ("exact" in wanted)
+    if cpu_supports_bf16() and "fast" in wanted:
         modes.append(("fast bf16", lambda: Restorer(bundle, device="cpu", fast=True, memory_budget=budget)))
     rows = []
     print()

@@ -24,7 +24,9 @@ class CliError(Exception):
 def _restorer(args):
     from engine.pipeline import Restorer
 
-    return Restorer.from_pretrained(args.model, device=args.device, fast=args.fast, tile=args.tile or None)
+    budget = int(args.max_memory * 2**30) if args.max_memory else None
+    return Restorer.from_pretrained(args.model, device=args.device, fast=args.fast, tile=args.tile or None,
+                                    memory_budget=budget)
 
 
 def _bar(desc: str, total: int = 1000):
@@ -159,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
         p.add_argument("--tile", type=int, default=0, help="tile side in pixels (default: whole image when it fits)")
         p.add_argument("--fast", action="store_true", help="bf16 on CPUs that support it (slightly less exact)")
+        p.add_argument("--max-memory", type=float, metavar="GB",
+                       help="memory the network may use (default 1.5 GB on CPU, 70%% of free VRAM on CUDA); "
+                            "more lets larger photos run whole instead of in tiles")
         p.add_argument("--strength", type=float, help="override every step's strength (0..1)")
         p.add_argument("--overwrite", action="store_true", help="replace existing output files")
         p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality of outputs")
