@@ -103,10 +103,10 @@ class Restorer:
     # --- images -------------------------------------------------------------
 
     def estimate_bytes(self, height: int, width: int) -> int:
-        """Peak activation memory of one whole-image pass (fp32; halves for 16-bit types)."""
+        """Peak activation memory of one whole-image pass (halved for fp16 on CUDA)."""
         per_px = ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH * int(self.bundle.config["width"])
-        if self.choice.dtype != torch.float32:
-            per_px //= 2
+        if self.choice.device.type == "cuda" and self.choice.dtype == torch.float16:
+            per_px //= 2  # CPU bf16 autocast keeps fp32 copies around: no saving there (measured)
         return height * width * per_px
 
     def _budget(self) -> int:
