@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 ADAPTER_ENV = "INSTRUCTIR_SPIRE_ADAPTER"
@@ -71,6 +72,8 @@ def available(adapter: str | os.PathLike | None = None) -> tuple[bool, str]:
     one the mode still runs, slowly, and the reason says so).
     """
     if missing := _missing_packages():
+        if getattr(sys, "frozen", False):  # a packaged app: pip means nothing to its user
+            return False, "This build of InstructIR Studio has no SPIRE mode (it is built with INSTRUCTIR_BUILD_SPIRE=1)."
         return False, (f"SPIRE mode needs the optional packages {', '.join(missing)}: "
                        "pip install 'instructir-studio[spire]'")
     folder = Path(adapter) if adapter is not None else find_adapter()
