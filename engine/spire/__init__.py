@@ -73,7 +73,8 @@ def available(adapter: str | os.PathLike | None = None) -> tuple[bool, str]:
     """
     if missing := _missing_packages():
         if getattr(sys, "frozen", False):  # a packaged app: pip means nothing to its user
-            return False, "This build of InstructIR Studio has no SPIRE mode (it is built with INSTRUCTIR_BUILD_SPIRE=1)."
+            return False, ("This build of InstructIR Studio has no SPIRE mode "
+                           "(it is built with INSTRUCTIR_BUILD_SPIRE=1).")
         return False, (f"SPIRE mode needs the optional packages {', '.join(missing)}: "
                        "pip install 'instructir-studio[spire]'")
     folder = Path(adapter) if adapter is not None else find_adapter()
