@@ -218,13 +218,7 @@ class StudioController(QObject):
             self.replied.emit(Reply(request_id, text, "applied", outcome.plan, outcome.seconds,
                                     thumbnail=outcome.thumb, token=command.token, stale_merge=stale))
 
-        task = self.queue.submit(
-            "Restoring…", factory, on_finished=done,
-            on_failed=lambda message: self.replied.emit(Reply(request_id, text, "error", message=message)),
-            on_cancelled=lambda: self.replied.emit(
-                Reply(request_id, text, "cancelled", message="Cancelled; nothing was changed.")))
-        if ahead and task in self.queue.pending:
-            self.requestQueued.emit(request_id, ahead)
+        task = self._submit(request_id, text, "Restoring…", factory, done, ahead)
         return request_id
 
     def send_spire(self, instruction: str, semantic: str = "", steps: int = DEFAULT_STEPS) -> int:
@@ -285,14 +279,19 @@ class StudioController(QObject):
             self.replied.emit(Reply(request_id, text, "applied", [], outcome.seconds, thumbnail=outcome.thumb,
                                     token=command.token, stale_merge=stale, spire=made))
 
+        task = self._submit(request_id, text, "Restoring with SPIRE…", factory, done, ahead)
+        return request_id
+
+    def _submit(self, request_id: int, text: str, label: str, factory, done, ahead: int):
+        """Queue a restoration task; its failure or cancellation becomes a reply, a wait a 'queued' notice."""
         task = self.queue.submit(
-            "Restoring with SPIRE…", factory, on_finished=done,
+            label, factory, on_finished=done,
             on_failed=lambda message: self.replied.emit(Reply(request_id, text, "error", message=message)),
             on_cancelled=lambda: self.replied.emit(
                 Reply(request_id, text, "cancelled", message="Cancelled; nothing was changed.")))
         if ahead and task in self.queue.pending:
             self.requestQueued.emit(request_id, ahead)
-        return request_id
+        return task
 
     def cancel(self, quiet: bool = False) -> int:
         """Stop the running task and drop queued ones (each queued instruction gets a 'cancelled' reply)."""
