@@ -357,6 +357,7 @@ class EngineServer:
         worker.start()
         client_alive = True
         last_sent = time.monotonic()
+        measured_sent = False
         pending = None
         while True:
             try:
@@ -367,10 +368,14 @@ class EngineServer:
                 log.info("client cancelled or disconnected: cancelling its job")
                 client_alive = False
                 cancel.cancel()
+            first_measured = False
             if kind == "progress":
                 pending = value
+                # The first measurable step goes out at once, so the bar moves as soon as work starts.
+                first_measured = bool(value.get("done")) and not measured_sent
+                measured_sent = measured_sent or first_measured
             now = time.monotonic()
-            flush = kind in (None, "done", "failed") or now - last_sent >= PROGRESS_INTERVAL
+            flush = kind in (None, "done", "failed") or first_measured or now - last_sent >= PROGRESS_INTERVAL
             if client_alive and pending is not None and flush:
                 client_alive = _try_send(conn, dict(pending, type="progress"))
                 pending, last_sent = None, now

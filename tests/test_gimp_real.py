@@ -223,7 +223,9 @@ def test_result_is_one_undo_group_and_progress_moved(gimp_run):
     assert events.count("undo_group_start") == 3  # three successful cases; none cancelled or refused
     progress = [e for e in trace if e["event"] == "progress"]
     assert len(progress) == 3 and all(p["updates"] >= 1 and p["fraction"] == 1.0 for p in progress)
-    assert progress[0]["updates"] >= 3  # the 160x160 image goes through the engine in 128-pixel tiles
+    # The 160x160 image goes through the engine in 128-pixel tiles (4 of them): the server sends the first
+    # measured step at once and coalesces the rest to one frame per 0.1 s, so at least first and last arrive.
+    assert progress[0]["updates"] >= 2
 
 
 def test_cancelling_leaves_the_image_alone_and_the_server_up(gimp_run):
