@@ -78,15 +78,15 @@ def photo_file(tmp_path, photo) -> Path:
 
 @pytest.fixture
 def studio(qtbot, tmp_path):
-    """make(restorer=..., provider=...) -> a shown MainWindow with canned prompts and private settings."""
+    """make(restorer=..., provider=..., **MainWindow options) -> a shown window, canned prompts, private settings."""
     from desktop.main_window import MainWindow
 
     made = []
 
-    def make(restorer=None, provider=None, name: str = "cfg"):
+    def make(restorer=None, provider=None, name: str = "cfg", **window_options):
         settings = Settings.at(tmp_path / name)
         provider = provider or ModelProvider.fixed(restorer or fake())
-        window = MainWindow(settings, provider, prompts=CannedPrompts())
+        window = MainWindow(settings, provider, prompts=CannedPrompts(), **window_options)
         qtbot.addWidget(window)
         window.resize(1200, 800)
         window.show()

@@ -11,12 +11,10 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
-from test_desktop import WAIT, CannedPrompts, after_pixels, fake, open_photo, replies  # noqa: E402
+from test_desktop import WAIT, after_pixels, fake, open_photo, replies, studio  # noqa: E402, F401
 
 from desktop.chat_panel import INSTRUCTIR, SPIRE  # noqa: E402
 from desktop.document import StudioSession, load_session_file, save_session_file  # noqa: E402
-from desktop.model_provider import ModelProvider  # noqa: E402
-from desktop.settings import Settings  # noqa: E402
 from desktop.spire_mode import READY, UNAVAILABLE, SpireProvider, SpireStep  # noqa: E402
 from desktop.theme import WARNING  # noqa: E402
 from engine.imageio import picture_from_array, save_image  # noqa: E402
@@ -63,24 +61,13 @@ def photo_file(tmp_path, photo):
 
 
 @pytest.fixture
-def make(qtbot, tmp_path):
-    """make(spire=..., restorer=...) -> a shown MainWindow with private settings."""
-    from desktop.main_window import MainWindow
-
-    made = []
+def make(studio):  # noqa: F811 - the fixture imported from test_desktop
+    """build(spire=..., restorer=...) -> a shown MainWindow (test_desktop's studio) with SPIRE wired in."""
 
     def build(spire=None, restorer=None, name="cfg"):
-        window = MainWindow(Settings.at(tmp_path / name), ModelProvider.fixed(restorer or fake()),
-                            prompts=CannedPrompts(), autosave=False, spire=spire)
-        qtbot.addWidget(window)
-        window.resize(1200, 800)
-        window.show()
-        made.append(window)
-        return window
+        return studio(restorer=restorer, name=name, autosave=False, spire=spire)
 
-    yield build
-    for window in made:
-        window.shutdown()
+    return build
 
 
 def spire_item(window):
