@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import degradations as D  # noqa: E402
+from engine.metrics import psnr, ssim  # noqa: E402
 
 DEFAULT_EVAL = ROOT.parent / "shared" / "datasets" / "eval" / "kodak24"
 
@@ -125,16 +126,6 @@ TASKS: list[Task] = [
     Task("jpeg-q20", "jpeg", "remove the jpeg compression artifacts", lambda x, r: D.jpeg(x, r, quality=20),
          "input", lambda y, d: y),
 ]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1 / max(float(np.mean((a - b) ** 2)), 1e-12)))
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(a, b, channel_axis=2, data_range=1.0))
 
 
 def load_eval(folder: Path, limit: int | None) -> list[tuple[str, np.ndarray]]:

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import memory  # noqa: E402
+from engine.metrics import psnr  # noqa: E402
 from engine.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG, LayerNorm2d, build_network  # noqa: E402
 
 GOLDEN = ROOT.parent / "shared" / "reference" / "instructir_golden_small.safetensors"
@@ -160,10 +161,6 @@ def check_golden() -> str:
     with torch.inference_mode():
         diff2 = (ours(t["input"], t["text_embedding"]) - t["output"]).abs().max().item()
     return f"baseline max|diff| {diff:.1e}, engine max|diff| {diff2:.1e} vs the published golden output"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1 / max(float(np.mean((a - b) ** 2)), 1e-20)))
 
 
 def timed(fn):

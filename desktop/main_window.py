@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.batch import IMAGE_SUFFIXES
+from engine.imageio import IMAGE_SUFFIXES
 
 from .batch_dialog import BatchDialog
 from .chat_panel import ChatPanel

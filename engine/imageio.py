@@ -86,6 +86,8 @@ class OutputExistsError(ImageError):
 
 
 DEFAULT_MAX_PIXELS = 200_000_000
+#: File suffixes taken as photos when a folder is walked (batch input, training data).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 
 #: File suffix (lower case) -> Pillow format name, for every format we can write.
 SUPPORTED_WRITE_FORMATS: dict[str, str] = {

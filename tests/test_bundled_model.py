@@ -5,13 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from engine.metrics import psnr
 from engine.registry import DEFAULT_MODEL, bundled_models_dir
 
 FOLDER = bundled_models_dir() / DEFAULT_MODEL
-
-
-def psnr(a, b):
-    return 10 * np.log10(1 / float(np.mean((a - b) ** 2)))
 
 
 @pytest.fixture(scope="module")

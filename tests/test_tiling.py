@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from engine.jobs import Cancelled, CancelToken
+from engine.metrics import psnr
 from engine.tiling import run_tiled, spans, tile_grid
 
 
@@ -35,10 +36,6 @@ def test_cancel_between_tiles():
 
     with pytest.raises(Cancelled):
         run_tiled(fn, torch.rand(1, 3, 64, 64), tile=32, overlap=8, cancel=token)
-
-
-def psnr(a, b):
-    return 10 * np.log10(1 / max(float(np.mean((a - b) ** 2)), 1e-12))
 
 
 def test_tiled_vs_whole_with_the_bundled_model():

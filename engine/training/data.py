@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from engine.degradations import TASKS, degrade
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+from engine.imageio import IMAGE_SUFFIXES
 
 
 def _fit(im: Image.Image, max_side: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.metrics import psnr
 from engine.registry import ModelBundle, load_folder, save_folder
 
 
@@ -46,9 +47,7 @@ def fp16_loss_db(full: ModelBundle, half_folder: Path) -> float:
     noisy = gaussian_noise(img, np.random.default_rng(0), sigma=25).image
     a = Restorer(full, device="cpu").restore(noisy, "remove the noise")
     b = Restorer(load_folder(half_folder), device="cpu").restore(noisy, "remove the noise")
-    psnr_a = 10 * np.log10(1 / np.mean((a - img) ** 2))
-    psnr_b = 10 * np.log10(1 / np.mean((b - img) ** 2))
-    return float(psnr_a - psnr_b)
+    return psnr(a, img) - psnr(b, img)
 
 
 def render_card(folder: Path) -> Path:
