@@ -203,25 +203,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    from engine.devices import DeviceError
+    from engine.hub import ModelDownloadError
     from engine.imageio import ImageError
     from engine.jobs import Cancelled
     from engine.planning import EmptyInstructionError
     from engine.registry import ModelNotFoundError
     from engine.session import SessionError
+    from engine.text import TextEncoderError
 
     try:
         return args.func(args)
     except (KeyboardInterrupt, Cancelled):
         print("cancelled; no partial output was written", file=sys.stderr)
         return EXIT_CANCELLED
-    except (CliError, ImageError, EmptyInstructionError, ModelNotFoundError, SessionError, FileNotFoundError) as exc:
+    except (CliError, ImageError, EmptyInstructionError, ModelNotFoundError, SessionError, FileNotFoundError,
+            ModelDownloadError, DeviceError, TextEncoderError) as exc:
         print(f"instructir: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as exc:  # noqa: BLE001 - one readable line for anything else, e.g. download failures
-        if type(exc).__name__ in ("ModelDownloadError", "ChecksumError", "DeviceError", "TextEncoderError"):
-            print(f"instructir: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        raise
 
 
 if __name__ == "__main__":
