@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import streaming
+
 INTENT_CLASSES: tuple[str, ...] = (
     "noise",
     "blur",
@@ -77,13 +79,17 @@ class NAFBlock(nn.Module):
         self.beta = nn.Parameter(torch.zeros((1, c, 1, 1)))
         self.gamma = nn.Parameter(torch.zeros((1, c, 1, 1)))
 
-    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+    def forward(self, inp: torch.Tensor, strip_pixels: int | None = None) -> torch.Tensor:
+        """``strip_pixels`` (inference only): run in strips of that many pixels, in place over
+        ``inp``, with a fraction of the memory (see ``engine.streaming``)."""
         if torch.is_grad_enabled():
             x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
             x = self.conv3(x * self.sca(x))
             y = inp + x * self.beta
             x = self.conv5(self.sg(self.conv4(self.norm2(y))))
             return y + x * self.gamma
+        if strip_pixels:
+            return streaming.nafblock_(self, inp, strip_pixels)
         # Inference: same maths, fused multiply-adds and in-place updates, so fewer
         # full-resolution temporaries are alive at once (peak memory and allocator traffic).
         x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
@@ -104,13 +110,20 @@ class ICB(nn.Module):
         self.beta = nn.Parameter(torch.zeros((1, feature_dim, 1, 1)))
         self.gamma = nn.Parameter(torch.zeros((1, feature_dim, 1, 1)))
 
-    def forward(self, x: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text_embedding: torch.Tensor,
+                strip_pixels: int | None = None) -> torch.Tensor:
         gate = torch.sigmoid(self.fc(text_embedding))[:, :, None, None].to(x.dtype)
         if torch.is_grad_enabled():
             return self.block((x * self.gamma + self.beta) * gate) + x
         # (x*gamma + beta)*gate == x*(gamma*gate) + beta*gate: one fused pass over the features.
         f = torch.addcmul(self.beta * gate, x, self.gamma * gate)
-        return self.block(f).add_(x)
+        return self.block(f, strip_pixels).add_(x)
+
+
+def _run_blocks(blocks: nn.Sequential, x: torch.Tensor, strip_pixels: int | None) -> torch.Tensor:
+    for block in blocks:
+        x = block(x, strip_pixels)
+    return x
 
 
 class InstructIR(nn.Module):
@@ -148,21 +161,31 @@ class InstructIR(nn.Module):
             self.dec_cond.append(ICB(chan, txtdim))
         self.padder_size = 2 ** len(self.encoders)
 
-    def forward(self, image: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text_embedding: torch.Tensor,
+                strip_pixels: int | None = None) -> torch.Tensor:
+        """Restore ``image`` (Nx3xHxW). ``strip_pixels`` (inference only) selects the exact
+        low-memory path: every block runs in strips, in place (``engine.streaming``)."""
+        if torch.is_grad_enabled():
+            strip_pixels = None
         _, _, h, w = image.shape
         inp = self.pad_to_multiple(image)
         x = self.intro(inp)
         skips = []
         for encoder, cond, down in zip(self.encoders, self.enc_cond, self.downs):
-            x = cond(encoder(x), text_embedding)
+            x = cond(_run_blocks(encoder, x, strip_pixels), text_embedding, strip_pixels)
             skips.append(x)
             x = down(x)
-        x = self.middle_blks(x)
+        x = _run_blocks(self.middle_blks, x, strip_pixels)
         for decoder, up, cond in zip(self.decoders, self.ups, self.dec_cond):
             skip = skips.pop()  # drop each skip as soon as it is used
-            x = up(x) + skip if torch.is_grad_enabled() else up(x).add_(skip)
+            if torch.is_grad_enabled():
+                x = up(x) + skip
+            elif strip_pixels:
+                x = streaming.up_add_(up, x, skip, strip_pixels)  # the skip is not needed again
+            else:
+                x = up(x).add_(skip)
             del skip
-            x = cond(decoder(x), text_embedding)
+            x = cond(_run_blocks(decoder, x, strip_pixels), text_embedding, strip_pixels)
         x = self.ending(x) + inp
         return x[:, :, :h, :w]
 

@@ -21,12 +21,15 @@ from engine.jobs import CancelToken, ProgressCallback, check, report
 from engine.memory import available_memory, keep_freed_buffers
 from engine.network import build_lm_head, build_network
 from engine.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
+from engine.streaming import DEFAULT_STRIP_PIXELS
 from engine.text import TextEncoder
 from engine.tiling import run_tiled
 
-#: Peak activation bytes per pixel, per unit of network width, fp32 inference with the engine's
-#: allocator settings (measured: 41-45 for the 7D config, 57 for studio-small; see bench/README.md).
+#: Peak activation bytes per pixel, per unit of network width, of a whole-image pass: the plain
+#: path (CUDA; measured 41-45 for the 7D config, 57 for studio-small) and the strip path the CPU
+#: uses (engine.streaming; measured, see bench/README.md).
 ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH = 60
+STRIP_ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH = 18
 MIN_TILE = 128
 DEFAULT_OVERLAP = 48
 #: What one restore may use on CPU in all: activations, the float input and the blended output.
@@ -47,9 +50,15 @@ class Restorer:
 
     def __init__(self, bundle: ModelBundle, device: str | DeviceChoice = "auto", fast: bool = False,
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
-                 memory_budget: int | None = None, reuse_buffers: bool = True) -> None:
+                 memory_budget: int | None = None, reuse_buffers: bool = True,
+                 strip_pixels: int | None = None) -> None:
+        """``strip_pixels``: pixels per strip of the exact low-memory pass (``engine.streaming``);
+        0 turns it off. By default the CPU uses strips and CUDA the plain whole-tensor pass."""
         self.bundle = bundle
         self.choice = device if isinstance(device, DeviceChoice) else choose_device(device, fast)
+        if strip_pixels is None:
+            strip_pixels = DEFAULT_STRIP_PIXELS if self.choice.device.type == "cpu" else 0
+        self.strip_pixels = strip_pixels
         self.tile = tile
         self.overlap = overlap
         self.memory_budget = memory_budget
@@ -104,7 +113,9 @@ class Restorer:
 
     def estimate_bytes(self, height: int, width: int) -> int:
         """Peak activation memory of one whole-image pass (halved for fp16 on CUDA)."""
-        per_px = ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH * int(self.bundle.config["width"])
+        per_width = STRIP_ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH if self.strip_pixels else \
+            ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH
+        per_px = per_width * int(self.bundle.config["width"])
         if self.choice.device.type == "cuda" and self.choice.dtype == torch.float16:
             per_px //= 2  # CPU bf16 autocast keeps fp32 copies around: no saving there (measured)
         return height * width * per_px
@@ -139,9 +150,9 @@ class Restorer:
         t = text_embedding.to(dev)
         if dev.type == "cpu" and dtype == torch.bfloat16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                y = self.net(x, t)
+                y = self.net(x, t, self.strip_pixels)
         else:
-            y = self.net(x.to(dtype), t.to(dtype))
+            y = self.net(x.to(dtype), t.to(dtype), self.strip_pixels)
         return y.float().clamp(0, 1).cpu()
 
     def restore_tensor(self, image: torch.Tensor, text_embedding: torch.Tensor, *,

@@ -62,22 +62,31 @@ class Batch:
 
 
 class PatchSampler:
-    """Draws (degraded, clean) patch pairs for uniformly chosen tasks.
+    """Draws (degraded, clean) patch pairs, choosing each patch's task by ``task_weights``.
 
     Patches are cut with a margin so blur kernels and resampling see real
     context, then cropped back; random flips and 90-degree turns augment.
     With ``identity_fraction`` the target is the input itself and the task is
     "unrelated": an instruction that is not a restoration request must leave
-    the photo unchanged even if the intent head lets it through.
+    the photo unchanged even if the intent head lets it through. Tasks missing
+    from ``task_weights`` weigh 1 (uniform when it is empty): noise and blur
+    are the hardest for a small network, so the config can give them more.
     """
 
     def __init__(self, photos: list[np.ndarray], patch_size: int, seed: int,
-                 identity_fraction: float = 0.05, margin: int = 16) -> None:
+                 identity_fraction: float = 0.05, margin: int = 16,
+                 task_weights: dict[str, float] | None = None) -> None:
         self.photos = [p for p in photos if min(p.shape[:2]) >= patch_size + 2 * margin]
         self.patch = patch_size
         self.margin = margin
         self.identity_fraction = identity_fraction
         self.rng = np.random.default_rng(seed)
+        weights = task_weights or {}
+        unknown = set(weights) - set(TASKS)
+        if unknown:
+            raise ValueError(f"task_weights names unknown tasks {sorted(unknown)}; known: {', '.join(TASKS)}")
+        w = np.array([float(weights.get(t, 1.0)) for t in TASKS])
+        self.task_p = w / w.sum()
 
     def _crop(self) -> np.ndarray:
         img = self.photos[int(self.rng.integers(len(self.photos)))]
@@ -99,7 +108,7 @@ class PatchSampler:
             if self.rng.random() < 0.5:
                 source = degrade(clean, TASKS[int(self.rng.integers(len(TASKS)))], self.rng).image
             return source[m : m + p, m : m + p], source[m : m + p, m : m + p], task
-        task = TASKS[int(self.rng.integers(len(TASKS)))]
+        task = TASKS[int(self.rng.choice(len(TASKS), p=self.task_p))]
         deg = degrade(clean, task, self.rng).image
         return deg[m : m + p, m : m + p], clean[m : m + p, m : m + p], task
 

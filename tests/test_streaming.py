@@ -1,0 +1,64 @@
+"""The strip path (engine.streaming) computes the same network as the whole-tensor pass."""
+
+import pytest
+import torch
+
+from engine.network import NAFBlock, build_network
+from engine.streaming import strip_ranges
+
+SMALL = {"width": 8, "enc_blks": [1, 2], "middle_blk_num": 1, "dec_blks": [1, 1], "txtdim": 16}
+
+
+def _randomise_residual_scales(module: torch.nn.Module) -> None:
+    """beta/gamma start at zero, which would hide a wrong branch: give them real values."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.normal_(0, 0.5)
+
+
+@pytest.mark.parametrize(("height", "width", "strip"), [(7, 5, 10), (19, 23, 23), (19, 23, 1), (64, 9, 10_000)])
+def test_strips_cover_every_row_once(height, width, strip):
+    rows = [r for r0, r1 in strip_ranges(height, width, strip) for r in range(r0, r1)]
+    assert rows == list(range(height))
+
+
+@pytest.mark.parametrize("strip_pixels", [1, 40, 97, 10_000])
+def test_nafblock_in_strips_matches_whole(strip_pixels):
+    torch.manual_seed(0)
+    block = NAFBlock(6).eval()
+    _randomise_residual_scales(block)
+    x = torch.randn(2, 6, 13, 11).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = block(x.clone())
+        got = block(x.clone(), strip_pixels)
+    assert (got - expected).abs().max() < 1e-5
+    assert (expected - x).abs().max() > 0.1  # the block did something
+
+
+@pytest.mark.parametrize(("strip_pixels", "size"), [(16, (37, 29)), (300, (37, 29)), (50, (32, 32))])
+def test_network_in_strips_matches_whole_and_leaves_input_alone(strip_pixels, size):
+    torch.manual_seed(1)
+    net = build_network(SMALL).eval()
+    _randomise_residual_scales(net)
+    image = torch.rand(1, 3, *size)
+    keep = image.clone()
+    text = torch.nn.functional.normalize(torch.randn(1, 16), dim=-1)
+    with torch.no_grad():
+        expected = net(image, text)
+        got = net(image, text, strip_pixels)
+    assert got.shape == image.shape
+    assert (got - expected).abs().max() < 1e-5
+    assert torch.equal(image, keep)  # in-place updates stay on the network's own buffers
+
+
+def test_training_ignores_strips():
+    net = build_network(SMALL).train()
+    image = torch.rand(1, 3, 16, 16)
+    out = net(image, torch.randn(1, 16), 32)
+    out.mean().backward()  # would fail on in-place updates of tensors autograd needs
+    assert net.intro.weight.grad is not None
+
+
+def test_restorer_uses_strips_on_cpu(tiny_restorer):
+    assert tiny_restorer.strip_pixels > 0
