@@ -5,6 +5,10 @@ embeddings mean-pooled over the attention mask, then L2-normalised. We build
 that pipeline explicitly (Transformer -> mean Pooling -> Normalize) instead of
 trusting each model folder's pooling config, so all-MiniLM-L6-v2 and
 bge-micro-v2 are embedded exactly as the original code did.
+
+Misspelled words are corrected toward the restoration vocabulary before
+embedding (``engine.spelling``; ``spelling=False`` turns it off), so inference,
+training embeddings and benchmarks all embed the same text.
 """
 
 from __future__ import annotations
@@ -54,9 +58,10 @@ class TextEncoder:
     """Embeds instructions to 384-d unit vectors; results are cached per instruction."""
 
     def __init__(self, name_or_path: str | os.PathLike = DEFAULT_ENCODER, device: str = "cpu",
-                 cache_size: int = 512) -> None:
+                 cache_size: int = 512, spelling: bool = True) -> None:
         self.path = resolve_encoder_path(name_or_path)
         self.device = device
+        self.spelling = spelling
         self._model = None
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
@@ -92,11 +97,19 @@ class TextEncoder:
     def dim(self) -> int:
         return int(self.model.get_sentence_embedding_dimension())
 
+    def prepare(self, text: str) -> str:
+        """The text that is actually embedded: ``text`` with misspellings corrected when ``spelling`` is on."""
+        if not self.spelling:
+            return text
+        from engine.spelling import correct_spelling
+
+        return correct_spelling(text, self.path)
+
     def encode(self, texts: list[str]) -> torch.Tensor:
-        """Embed a batch (N x dim, float32, CPU), using the cache where it can."""
+        """Embed a batch (N x dim, float32, CPU), using the cache (keyed by the text as given) where it can."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            vectors = self.model.encode(missing, convert_to_tensor=True, batch_size=64,
+            vectors = self.model.encode([self.prepare(t) for t in missing], convert_to_tensor=True, batch_size=64,
                                         show_progress_bar=False).float().cpu()
             with self._lock:
                 for t, v in zip(missing, vectors):
