@@ -1,6 +1,8 @@
 """Export a training checkpoint as a model folder (safetensors + model card).
 
     python -m engine.training.export runs/studio-small/last.pt resources/models/studio-small --half
+    python -m engine.training.export runs/studio-small-2/last.pt resources/models/studio-small --half \
+        --continues resources/models/studio-small   # a stage trained with --init from that folder
 
 With ``--half`` the tensors are stored in fp16, which halves the file; the
 export checks that the fp16 weights change outputs by less than 0.05 dB on a
@@ -50,11 +52,37 @@ def fp16_loss_db(full: ModelBundle, half_folder: Path) -> float:
     return psnr(a, img) - psnr(b, img)
 
 
+def _stages(training: dict) -> list[dict]:
+    """Training stages, oldest first (a card written before stages existed holds one)."""
+    return training.get("stages") or ([training] if training else [])
+
+
+def chain_stages(previous: dict, stage: dict) -> dict:
+    """Training record of a model fine-tuned (``--init``) from one whose record is ``previous``."""
+    stages = _stages(previous) + [stage]
+    return {"stages": stages, "steps": sum(s.get("steps", 0) for s in stages),
+            "train_seconds": sum(s.get("train_seconds", 0) for s in stages)}
+
+
+def _stage_line(i: int, stage: dict) -> str:
+    tc, dc = stage.get("train_config", {}), stage.get("data", {})
+    weights = dc.get("task_weights")
+    tasks = ("task weights " + ", ".join(f"{k} x{v:g}" for k, v in weights.items()) + ", others x1") if weights \
+        else "uniform over tasks"
+    start = "from scratch" if i == 0 else "from the previous stage"
+    precision = "bf16 autocast" if tc.get("autocast") == "bf16" else "fp32"
+    config = stage.get("config_file", "engine/training/configs/studio_small.json")
+    return (f"- Stage {i + 1}: {stage.get('steps', '?')} steps x batch {tc.get('batch_size', '?')} {start}, "
+            f"{stage.get('train_seconds', 0) / 3600:.1f} h; AdamW lr {tc.get('lr', '?')} with warm-up and cosine "
+            f"decay; {tasks}; {precision}. Config: `{config}`.")
+
+
 def render_card(folder: Path) -> Path:
     """Write ``README.md`` (the human-readable model card) from ``model_card.json``."""
     card = json.loads((folder / "model_card.json").read_text())
     cfg, tr = card["config"], card.get("training", {})
-    tc = tr.get("train_config", {})
+    stages = _stages(tr)
+    tc = stages[-1].get("train_config", {}) if stages else {}
     lines = [
         f"# {card['name']}: the bundled InstructIR Studio model", "",
         card.get("summary", ""), "",
@@ -71,17 +99,20 @@ def render_card(folder: Path) -> Path:
         "Instructions classified `unrelated` become no-ops.", "",
         "## Why this size", "", card.get("size_tradeoff", ""), "",
         "## Training", "",
-        f"- Data: {', '.join(tr.get('data', {}).get('roots', []))} (+ the colour photos shipped in scikit-image "
-        "and scikit-learn); never the evaluation set. Patches of "
-        f"{tr.get('data', {}).get('patch_size', '?')} px degraded on the fly by `engine/degradations.py` "
-        "(noise, blur, rain, haze, low light, enhancement, down-scaling, JPEG; uniform over tasks).",
+        f"- Data: {', '.join(stages[-1].get('data', {}).get('roots', []) if stages else [])} (+ the colour "
+        "photos shipped in scikit-image and scikit-learn); never the evaluation set. Patches of "
+        f"{stages[-1].get('data', {}).get('patch_size', '?') if stages else '?'} px degraded on the fly by "
+        "`engine/degradations.py` (noise, blur, rain, haze, low light, enhancement, down-scaling, JPEG).",
         "- Instructions: `engine/data/instructions.json` (our corpus: 9 classes, train/val split).",
-        f"- Steps: {tr.get('steps', '?')} x batch {tc.get('batch_size', '?')}; AdamW lr {tc.get('lr', '?')} with "
-        f"warm-up and cosine decay; L1 on images + {tc.get('ce_weight', '?')} x cross-entropy on intents "
-        f"(label smoothing {tc.get('label_smoothing', 0)}).",
-        f"- Wall time: {tr.get('train_seconds', 0) / 3600:.1f} h on 2 CPU cores (shared with other work).",
-        "- Command: `python -m engine.training.train --config engine/training/configs/studio_small.json "
-        "--out runs/studio-small` (resumable; `--init resources/models/studio-small` continues from these weights).",
+        f"- Loss: L1 on images + {tc.get('ce_weight', '?')} x cross-entropy on intents (label smoothing "
+        f"{tc.get('label_smoothing', 0)}); the sentence encoder frozen.",
+        *[_stage_line(i, st) for i, st in enumerate(stages)],
+        f"- In all: {tr.get('steps', '?')} steps, {tr.get('train_seconds', 0) / 3600:.1f} h on 2 CPU cores "
+        "(shared with other work).",
+        "- Commands: `python -m engine.training.train --config engine/training/configs/studio_small.json "
+        "--out runs/studio-small`, then `python -m engine.training.train --config "
+        "engine/training/configs/studio_small_stage2.json --out runs/studio-small-2 --init <stage-1 export>` "
+        "(each resumable from `<out>/last.pt`).",
         "",
     ]
     quality = folder / "quality.md"
@@ -99,9 +130,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("folder", type=Path)
     ap.add_argument("--half", action="store_true", help="store fp16 weights if that loses < 0.05 dB")
+    ap.add_argument("--continues", type=Path, help="the model folder this run started from (--init): "
+                    "its training record becomes the earlier stages of this one")
+    ap.add_argument("--config-file", help="the config this stage was trained with, for the card")
     args = ap.parse_args(argv)
 
     bundle, training = bundle_from_checkpoint(args.checkpoint)
+    if args.config_file:
+        training["config_file"] = args.config_file
+    if args.continues:
+        previous = json.loads((args.continues / "model_card.json").read_text()).get("training", {})
+        training = chain_stages(previous, training)
     card_path = args.folder / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     card.update({"training": training, "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})

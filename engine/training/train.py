@@ -39,12 +39,16 @@ def embed_corpus(encoder_name: str, cache: Path) -> dict[str, torch.Tensor]:
     """Sentence embeddings of every corpus instruction (the encoder is frozen: compute once)."""
     train, val = labelled("train"), labelled("val")
     texts = [t for t, _ in train + val]
+    encoder = TextEncoder(encoder_name)
+    # Keyed by the text as embedded (after spelling correction), so a change of the corpus *or*
+    # of the correction rules invalidates the cache.
+    prepared = [encoder.prepare(t) for t in texts]
     if cache.exists():
         saved = torch.load(cache)
-        if saved["texts"] == texts:
+        if saved.get("prepared") == prepared:
             return dict(zip(texts, saved["vectors"]))
-    vectors = TextEncoder(encoder_name).encode(texts)
-    torch.save({"texts": texts, "vectors": vectors}, cache)
+    vectors = encoder.encode(texts)
+    torch.save({"texts": texts, "prepared": prepared, "vectors": vectors}, cache)
     return dict(zip(texts, vectors))
 
 
