@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tile", type=int, default=0, help="tile side in pixels (default: whole image when it fits)")
         p.add_argument("--fast", action="store_true", help="bf16 on CPUs that support it (slightly less exact)")
         p.add_argument("--max-memory", type=float, metavar="GB",
-                       help="memory the network may use (default 1.5 GB on CPU, 70%% of free VRAM on CUDA); "
+                       help="memory the network may use (default 1.3 GB on CPU, 70%% of free VRAM on CUDA); "
                             "more lets larger photos run whole instead of in tiles")
         p.add_argument("--strength", type=float, help="override every step's strength (0..1)")
         p.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -62,3 +62,21 @@ def test_training_ignores_strips():
 
 def test_restorer_uses_strips_on_cpu(tiny_restorer):
     assert tiny_restorer.strip_pixels > 0
+
+
+def test_default_budget_runs_1080p_whole_and_24mp_in_tiles(monkeypatch):
+    """The #7 contract: exact whole-image 1080p with the 7D network, a 24 MP photo in tiles, in 2 GB."""
+    from engine import pipeline
+    from engine.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG
+    from engine.registry import ModelBundle
+
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 16 * 2**30)
+    net = build_network(OFFICIAL_7D_CONFIG)
+    head = {"fc1.weight": torch.zeros(256, 384), "fc1.bias": torch.zeros(256),
+            "fc2.weight": torch.zeros(7, 256), "fc2.bias": torch.zeros(7)}
+    bundle = ModelBundle("7d", OFFICIAL_7D_CONFIG, INTENT_CLASSES, "all-MiniLM-L6-v2", net.state_dict(), head)
+    restorer = pipeline.Restorer(bundle, device="cpu")
+    assert restorer.plan_tile(1080, 1920) is None
+    tile = restorer.plan_tile(4000, 6000)
+    assert tile is not None and restorer.estimate_bytes(tile, tile) + 2 * 4000 * 6000 * 12 <= 1.3e9
+    assert pipeline.Restorer(bundle, device="cpu", strip_pixels=0).plan_tile(1080, 1920) is not None
