@@ -74,7 +74,10 @@ class TextEncoder:
 
         hf_logging.set_verbosity_error()
         bars_were_off = are_progress_bars_disabled()
-        disable_progress_bars()  # the "Loading weights" bar is noise; download bars elsewhere must stay
+        tf_bars_were_on = hf_logging.is_progress_bar_enabled()
+        # transformers' "Loading weights" bar is noise on every start; download bars elsewhere must stay.
+        disable_progress_bars()
+        hf_logging.disable_progress_bar()
         try:
             transformer = models.Transformer(str(self.path))
             dim_of = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
@@ -85,6 +88,8 @@ class TextEncoder:
         finally:
             if not bars_were_off:
                 enable_progress_bars()
+            if tf_bars_were_on:
+                hf_logging.enable_progress_bar()
 
     @property
     def model(self):
