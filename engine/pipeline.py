@@ -19,7 +19,7 @@ import torch
 from engine.devices import DeviceChoice, choose_device
 from engine.jobs import CancelToken, ProgressCallback, check, report
 from engine.memory import available_memory, keep_freed_buffers
-from engine.network import build_lm_head, build_network
+from engine.network import build_network
 from engine.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
 from engine.streaming import DEFAULT_STRIP_PIXELS
 from engine.text import TextEncoder
@@ -66,9 +66,7 @@ class Restorer:
         self.memory_budget = memory_budget
         self.net = build_network(bundle.config).eval()
         self.net.load_state_dict(bundle.image_state, strict=True)
-        self.head = build_lm_head(num_classes=len(bundle.classes), **{
-            k: v for k, v in bundle.head_config.items() if k != "num_classes"}).eval()
-        self.head.load_state_dict(bundle.head_state, strict=True)
+        self.head = bundle.build_head()
         self.net.to(self.choice.device, memory_format=torch.channels_last)
         if self.choice.device.type == "cpu" and reuse_buffers:
             keep_freed_buffers()

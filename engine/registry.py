@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG
+from engine.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG, LMHead, build_lm_head
 from engine.text import OFFICIAL_ENCODER
 
 DEFAULT_MODEL = "studio-small"
@@ -60,6 +60,13 @@ class ModelBundle:
     @property
     def no_op_classes(self) -> tuple[str, ...]:
         return tuple(c for c in self.classes if c == "unrelated")
+
+    def build_head(self) -> LMHead:
+        """The projection + intent head with these weights, in eval mode."""
+        head = build_lm_head(num_classes=len(self.classes), **{
+            k: v for k, v in self.head_config.items() if k != "num_classes"})
+        head.load_state_dict(self.head_state, strict=True)
+        return head.eval()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 
 from engine.instructions import labelled, load_corpus
-from engine.network import build_lm_head
 from engine.registry import ModelBundle, load_folder, save_folder
 from engine.training.train import embed_corpus, intent_accuracy
 
@@ -41,13 +40,6 @@ class Recipe:
     label_smoothing: float = 0.1
     text_noise: float = 0.04
     seed: int = 0
-
-
-def build_head(bundle: ModelBundle) -> torch.nn.Module:
-    head = build_lm_head(num_classes=len(bundle.classes), **{
-        k: v for k, v in bundle.head_config.items() if k != "num_classes"})
-    head.load_state_dict(bundle.head_state, strict=True)
-    return head.eval()
 
 
 def fit_fc2(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe,
@@ -87,7 +79,7 @@ def cross_validate(bundle: ModelBundle, x: torch.Tensor, y: torch.Tensor, folds:
         correct = dict.fromkeys(checkpoints, 0)
         for k in range(folds):
             fit, held = fold_of != k, fold_of == k
-            head = build_head(bundle)
+            head = bundle.build_head()
 
             def score(epoch, head=head, held=held, correct=correct):
                 with torch.no_grad():
@@ -145,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         vectors = embed_corpus(bundle.encoder, args.cache or Path(tmp) / "embeddings.pt")
     x, y = torch.stack([vectors[t] for t, _ in train]), torch.tensor([c for _, c in train])
 
-    head = build_head(bundle)
+    head = bundle.build_head()
     before = evaluate(head, vectors, val, classes)
     _print_report("before", before)
     t0 = time.time()
