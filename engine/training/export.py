@@ -71,10 +71,10 @@ def _stage_line(i: int, stage: dict) -> str:
         else "uniform over tasks"
     start = "from scratch" if i == 0 else "from the previous stage"
     precision = "bf16 autocast" if tc.get("autocast") == "bf16" else "fp32"
-    config = stage.get("config_file", "engine/training/configs/studio_small.json")
+    config = f" Config: `{stage['config_file']}`." if stage.get("config_file") else ""
     return (f"- Stage {i + 1}: {stage.get('steps', '?')} steps x batch {tc.get('batch_size', '?')} {start}, "
             f"{stage.get('train_seconds', 0) / 3600:.1f} h; AdamW lr {tc.get('lr', '?')} with warm-up and cosine "
-            f"decay; {tasks}; {precision}. Config: `{config}`.")
+            f"decay; {tasks}; {precision}.{config}")
 
 
 def render_card(folder: Path) -> Path:
@@ -82,7 +82,8 @@ def render_card(folder: Path) -> Path:
     card = json.loads((folder / "model_card.json").read_text())
     cfg, tr = card["config"], card.get("training", {})
     stages = _stages(tr)
-    tc = stages[-1].get("train_config", {}) if stages else {}
+    last = stages[-1] if stages else {}
+    tc = last.get("train_config", {})
     lines = [
         f"# {card['name']}: the bundled InstructIR Studio model", "",
         card.get("summary", ""), "",
@@ -99,9 +100,9 @@ def render_card(folder: Path) -> Path:
         "Instructions classified `unrelated` become no-ops.", "",
         "## Why this size", "", card.get("size_tradeoff", ""), "",
         "## Training", "",
-        f"- Data: {', '.join(stages[-1].get('data', {}).get('roots', []) if stages else [])} (+ the colour "
+        f"- Data: {', '.join(last.get('data', {}).get('roots', []))} (+ the colour "
         "photos shipped in scikit-image and scikit-learn); never the evaluation set. Patches of "
-        f"{stages[-1].get('data', {}).get('patch_size', '?') if stages else '?'} px degraded on the fly by "
+        f"{last.get('data', {}).get('patch_size', '?')} px degraded on the fly by "
         "`engine/degradations.py` (noise, blur, rain, haze, low light, enhancement, down-scaling, JPEG).",
         "- Instructions: `engine/data/instructions.json` (our corpus: 9 classes, train/val split).",
         f"- Loss: L1 on images + {tc.get('ce_weight', '?')} x cross-entropy on intents (label smoothing "
