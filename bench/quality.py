@@ -111,7 +111,7 @@ TASKS: list[Task] = [
          "Wiener (true kernel)", lambda y, d: wiener_known_kernel(y, D.gaussian_kernel(2.0))),
     Task("rain", "rain", "get rid of the rain streaks",
          lambda x, r: D.rain(x, r, density=0.01, length=20, angle=80, intensity=0.7), "input", lambda y, d: y),
-    Task("haze", "haze", "remove the haze", lambda x, r: D.haze(x, r, beta=1.5, airlight=0.85),
+    Task("haze", "haze", "remove the haze", lambda x, r: D.haze(x, r, beta=1.5, airlight=0.85, extent=1.0),
          "dark-channel prior", lambda y, d: dark_channel_prior(y)),
     Task("low-light", "low-light", "it's too dark, please brighten it",
          lambda x, r: D.low_light(x, r, exposure=0.2, gamma=1.2, photons=1000), "gamma + CLAHE",

@@ -132,14 +132,28 @@ def low_light(
 # --- haze ------------------------------------------------------------------
 
 
-def smooth_field(shape: tuple[int, int], rng: np.random.Generator, cells: int = 4) -> Array:
-    """A smooth random field in [0, 1]: coarse noise up-sampled with cubic splines."""
+def smooth_field(shape: tuple[int, int], rng: np.random.Generator, cells: int = 4, extent: float = 1.0) -> Array:
+    """A smooth random field in [0, 1]: coarse noise up-sampled with cubic splines.
+
+    With ``extent`` > 1 the image is a random window on a field ``extent`` times
+    its size, as a training patch is a window on a whole hazy photo: the window
+    sees only part of the field's range (a patch can be uniformly far away).
+    """
     h, w = shape
     coarse = rng.random((cells + 1, cells + 1)).astype(np.float32)
-    field_ = ndimage.zoom(coarse, (h / (cells + 1), w / (cells + 1)), order=3, mode="nearest")[:h, :w]
-    field_ = np.pad(field_, ((0, h - field_.shape[0]), (0, w - field_.shape[1])), mode="edge")
-    lo, hi = field_.min(), field_.max()
-    return (field_ - lo) / max(hi - lo, 1e-6)
+    if extent <= 1.0:
+        field_ = ndimage.zoom(coarse, (h / (cells + 1), w / (cells + 1)), order=3, mode="nearest")[:h, :w]
+        field_ = np.pad(field_, ((0, h - field_.shape[0]), (0, w - field_.shape[1])), mode="edge")
+        lo, hi = field_.min(), field_.max()
+        return (field_ - lo) / max(hi - lo, 1e-6)
+    full_h, full_w = h * extent, w * extent
+    y0, x0 = rng.uniform(0, full_h - h), rng.uniform(0, full_w - w)
+    ys = (y0 + np.arange(h, dtype=np.float32)) * cells / (full_h - 1)
+    xs = (x0 + np.arange(w, dtype=np.float32)) * cells / (full_w - 1)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    field_ = ndimage.map_coordinates(coarse, [yy, xx], order=3, mode="nearest")
+    lo, hi = coarse.min(), coarse.max()
+    return np.clip((field_ - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
 def haze(
@@ -147,16 +161,24 @@ def haze(
     rng: np.random.Generator,
     beta: float | None = None,
     airlight: float | None = None,
+    extent: float | None = None,
 ) -> Degraded:
-    """Atmospheric scattering I = J t + A (1 - t), t = exp(-beta d), d a smooth random depth."""
+    """Atmospheric scattering I = J t + A (1 - t), t = exp(-beta d), d a smooth random depth.
+
+    ``extent``: how many times larger than ``img`` the hazy scene is (1: the
+    depth spans its whole range across ``img``, as for a whole photo; drawn
+    log-uniformly in [1, 8] when not given, so training patches also meet
+    uniformly dense or uniformly light haze).
+    """
     b = _uniform(rng, 0.6, 2.5, beta)
     a = _uniform(rng, 0.7, 1.0, airlight)
     tint = np.array([1.0, 1.0, 1.0], np.float32) + rng.uniform(-0.04, 0.04, 3).astype(np.float32)
-    depth = 0.3 + 0.7 * smooth_field(img.shape[:2], rng)
+    e = float(extent) if extent is not None else float(np.exp(rng.uniform(0.0, np.log(8.0))))
+    depth = 0.3 + 0.7 * smooth_field(img.shape[:2], rng, extent=e)
     t = np.exp(-b * depth)[..., None]
     A = np.clip(a * tint, 0, 1)
     out = img * t + A * (1 - t)
-    return Degraded(_clip(out), "haze", {"beta": b, "airlight": a})
+    return Degraded(_clip(out), "haze", {"beta": b, "airlight": a, "extent": e})
 
 
 # --- rain ------------------------------------------------------------------
