@@ -44,8 +44,25 @@ def _clamp01(v: float) -> float:
     return float(min(1.0, max(0.0, v)))
 
 
+def _first_degree(text: str) -> float | None:
+    for regex, strength in _DEGREE_RES:
+        if regex.search(text):
+            return strength
+    return None
+
+
 def degree_word(text: str) -> float | None:
-    """Strength of the first degree phrase in ``text`` ("slightly" -> 0.5), None when there is none."""
+    """Strength of the first degree phrase in ``text`` ("slightly" -> 0.5), None when there is none.
+
+    The text is read as the encoder reads it, spelling corrected, so a
+    misspelled degree counts ("slighly", "verry slightly").
+    """
+    try:
+        from engine.spelling import correct_spelling
+
+        text = correct_spelling(text)
+    except (ImportError, OSError, RuntimeError):  # no encoder vocabulary to correct with: read it as written
+        pass
     for regex, strength in _DEGREE_RES:
         if regex.search(text):
             return strength

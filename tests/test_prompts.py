@@ -208,3 +208,12 @@ def test_degree_table_is_the_planners():
     assert [(r.pattern, s) for r, s in prompts._DEGREE_RES] == [(r.pattern, s) for r, s in planner]
     assert prompts.parse_degree("remove the noise") is None
     assert prompts.parse_degree("remove the noise slightly") == 0.5
+
+
+@pytest.mark.parametrize("text, strength", [
+    ("remove the noise slighly", 0.5), ("brighten it a littel", 0.5), ("remove teh haze a lott", 1.0),
+    ("sharpen it verry slightly", 0.25),
+])
+def test_misspelled_degree_words_still_count(text, strength):
+    assert prompts.parse_degree(text) == strength
+    assert planning.parse_strength(text) == strength

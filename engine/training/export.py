@@ -77,6 +77,12 @@ def _stage_line(i: int, stage: dict) -> str:
             f"decay; {tasks}; {precision}.{config}")
 
 
+def _stage_command(i: int, stage: dict) -> str:
+    config = stage.get("config_file", "<config>")
+    init = f" --init <stage-{i} export>" if i else ""
+    return f"`python -m engine.training.train --config {config} --out runs/stage-{i + 1}{init}`"
+
+
 def render_card(folder: Path) -> Path:
     """Write ``README.md`` (the human-readable model card) from ``model_card.json``."""
     card = json.loads((folder / "model_card.json").read_text())
@@ -110,10 +116,10 @@ def render_card(folder: Path) -> Path:
         *[_stage_line(i, st) for i, st in enumerate(stages)],
         f"- In all: {tr.get('steps', '?')} steps, {tr.get('train_seconds', 0) / 3600:.1f} h on 2 CPU cores "
         "(shared with other work).",
-        "- Commands: `python -m engine.training.train --config engine/training/configs/studio_small.json "
-        "--out runs/studio-small`, then `python -m engine.training.train --config "
-        "engine/training/configs/studio_small_stage2.json --out runs/studio-small-2 --init <stage-1 export>` "
-        "(each resumable from `<out>/last.pt`).",
+        "- Commands, one per stage (each resumable from `<out>/last.pt`, exported with "
+        "`python -m engine.training.export <out>/last.pt <folder> --half`, plus `--continues <previous export>` "
+        "after the first): "
+        + "; then ".join(_stage_command(i, st) for i, st in enumerate(stages)) + ".",
         "",
     ]
     quality = folder / "quality.md"
