@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from engine import degradations as D
 from engine.metrics import psnr
 from engine.registry import DEFAULT_MODEL, bundled_models_dir
 
@@ -29,15 +30,27 @@ def test_weights_and_model_card_ship():
     assert (FOLDER / "README.md").is_file()
 
 
-def test_bundled_model_removes_synthetic_noise(bundled):
+@pytest.fixture(scope="module")
+def clean_photo() -> np.ndarray:
+    """A photo that is neither a training nor an evaluation photo (the cameraman, as a black-and-white RGB)."""
     from skimage import data
 
-    from engine.degradations import gaussian_noise
+    grey = data.camera()[40:200, 170:330].astype(np.float32) / 255
+    return np.repeat(grey[..., None], 3, axis=-1)
 
-    clean = data.chelsea()[100:228, 150:310].astype(np.float32) / 255  # not a training or evaluation photo
-    noisy = gaussian_noise(clean, np.random.default_rng(3), sigma=25).image
-    out = bundled.restore(noisy, "please remove the noise")
-    assert psnr(out, clean) - psnr(noisy, clean) > 4.0
+
+REPAIRS = [  # (degradation, instruction, least PSNR gain in dB)
+    (lambda x, r: D.gaussian_noise(x, r, sigma=25), "please remove the noise", 6.0),
+    (lambda x, r: D.haze(x, r, beta=1.5, airlight=0.85, extent=1.0), "remove the haze", 6.0),
+    (lambda x, r: D.low_light(x, r, exposure=0.2, gamma=1.2, photons=1000), "it's too dark, please brighten it", 10.0),
+]
+
+
+@pytest.mark.parametrize("degrade, instruction, least_gain", REPAIRS, ids=["noise", "haze", "low-light"])
+def test_bundled_model_visibly_repairs(bundled, clean_photo, degrade, instruction, least_gain):
+    degraded = degrade(clean_photo, np.random.default_rng(3)).image
+    out = bundled.restore(degraded, instruction)
+    assert psnr(out, clean_photo) - psnr(degraded, clean_photo) > least_gain
 
 
 def test_bundled_model_understands_and_refuses(bundled):
