@@ -44,13 +44,6 @@ def _clamp01(v: float) -> float:
     return float(min(1.0, max(0.0, v)))
 
 
-def _first_degree(text: str) -> float | None:
-    for regex, strength in _DEGREE_RES:
-        if regex.search(text):
-            return strength
-    return None
-
-
 def degree_word(text: str) -> float | None:
     """Strength of the first degree phrase in ``text`` ("slightly" -> 0.5), None when there is none.
 
