@@ -29,8 +29,8 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import degradations as D  # noqa: E402
-from engine.metrics import psnr, ssim  # noqa: E402
+from engine.training import degradations as D  # noqa: E402
+from engine.training.metrics import psnr, ssim  # noqa: E402
 
 DEFAULT_EVAL = ROOT.parent / "shared" / "datasets" / "eval" / "kodak24"
 
@@ -136,11 +136,11 @@ def load_eval(folder: Path, limit: int | None) -> list[tuple[str, np.ndarray]]:
 
 
 def intent_accuracy(restorer) -> dict:
-    from engine.instructions import labelled
+    from engine.edit.instructions import labelled
 
     classes = restorer.classes
     pairs = [(t, c) for t, c in labelled("val") if c < len(classes)]
-    from engine.instructions import STUDIO_CLASSES
+    from engine.edit.instructions import STUDIO_CLASSES
 
     correct = 0
     unrelated_total = unrelated_noop = 0
@@ -156,7 +156,7 @@ def intent_accuracy(restorer) -> dict:
 
 
 def run(model: str, tasks: list[Task], images, device: str) -> tuple[list[dict], dict]:
-    from engine.pipeline import Restorer
+    from engine.model.pipeline import Restorer
 
     restorer = Restorer.from_pretrained(model, device=device)
     rows = []

@@ -7,7 +7,7 @@ One process, one run. The baseline is the original formulation: NCHW tensors,
 LayerNorm2d as a per-pixel mean/variance over channels, eager fp32, the whole
 image at once, glibc's default allocator behaviour. It runs first, before the
 engine tunes the allocator. It must reproduce ``../shared/reference`` exactly
-like the engine does (checked here too). Ours is ``engine.pipeline.Restorer``
+like the engine does (checked here too). Ours is ``engine.model.pipeline.Restorer``
 with the same weights on the same inputs: exact fp32 and, where the CPU
 supports it, the bf16 fast mode. Reported: time ratio, achieved GFLOP/s
 against this CPU's measured matmul peak, peak RSS, and max-abs / PSNR
@@ -29,9 +29,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import memory  # noqa: E402
-from engine.metrics import psnr  # noqa: E402
-from engine.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG, LayerNorm2d, build_network  # noqa: E402
+from engine.model import memory  # noqa: E402
+from engine.model.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG, LayerNorm2d, build_network  # noqa: E402
+from engine.training.metrics import psnr  # noqa: E402
 
 GOLDEN = ROOT.parent / "shared" / "reference" / "instructir_golden_small.safetensors"
 
@@ -154,7 +154,7 @@ def check_golden() -> str:
     base = published_network(config, state)
     with torch.no_grad():
         diff = (published_forward(base, t["input"], t["text_embedding"]) - t["output"]).abs().max().item()
-    from engine.network import build_network as ours_build
+    from engine.model.network import build_network as ours_build
 
     ours = ours_build(config).eval()
     ours.load_state_dict(state)
@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     del base_net
 
     # 2) the engine: same weights, same inputs
-    from engine.devices import cpu_supports_bf16
-    from engine.pipeline import Restorer
-    from engine.registry import ModelBundle
+    from engine.model.devices import cpu_supports_bf16
+    from engine.model.pipeline import Restorer
+    from engine.model.registry import ModelBundle
 
     head = {"fc1.weight": torch.zeros(256, 384), "fc1.bias": torch.zeros(256),
             "fc2.weight": torch.zeros(7, 256), "fc2.bias": torch.zeros(7)}

@@ -55,7 +55,7 @@ def self_test(image: str, model: str | None = None, device: str | None = None, p
     """Open ``image`` in a real (hidden) window, apply one instruction, export, check the file; 0 on success."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app = _application()  # noqa: F841 - keeps the QApplication alive
-    from engine.imageio import load_image
+    from engine.io.images import load_image
 
     from .main_window import MainWindow
     from .settings import Settings

@@ -1,7 +1,7 @@
 """Batch export: drop files and folders, pick a recipe, an output folder and a format, watch each file.
 
 The recipe is the current session's steps at their strengths, or a recipe
-file. The batch runs on a pool thread through ``engine.batch.run_batch``,
+file. The batch runs on a pool thread through ``engine.edit.batch.run_batch``,
 whose atomic writes mean Cancel keeps finished files and leaves no partial
 ones; existing outputs are skipped, so running it again resumes.
 """
@@ -29,9 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.batch import BatchItem, collect_inputs, plan_outputs, run_batch
+from engine.edit.batch import BatchItem, collect_inputs, plan_outputs, run_batch
+from engine.edit.session import Recipe
 from engine.jobs import CancelToken
-from engine.session import Recipe
 
 from .icons import icon
 from .theme import ERROR, MUTED, OK, WARNING

@@ -18,7 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
-from engine.planning import PlannedStep
+from engine.edit.planning import PlannedStep
 
 from .document import SESSION_SUFFIX, Document, StudioSession, load_session_file, save_session_file
 from .imaging import thumbnail, to_qimage
@@ -144,7 +144,7 @@ class StudioController(QObject):
                 if path.suffix.lower() == SESSION_SUFFIX:
                     session, picture = load_session_file(path)
                 else:
-                    from engine.imageio import load_image
+                    from engine.io.images import load_image
 
                     picture = load_image(path)
                     session = StudioSession(picture.rgb)
@@ -224,7 +224,7 @@ class StudioController(QObject):
     def send_spire(self, instruction: str, semantic: str = "", steps: int = DEFAULT_STEPS) -> int:
         """Queue a SPIRE restoration (one new step); like :meth:`send`, returns the request id.
 
-        ``instruction`` is read by ``engine.prompts.from_instruction`` (grammar or
+        ``instruction`` is read by ``engine.edit.prompts.from_instruction`` (grammar or
         everyday words), ``semantic`` says what the photo shows (may be empty).
         """
         request_id = next(_request_ids)
@@ -329,7 +329,7 @@ class StudioController(QObject):
 
     def export(self, path: str | Path, *, quality: int = 95) -> None:
         """Write the result next to (never over) the original, keeping format, bit depth, ICC and EXIF."""
-        from engine.imageio import save_image
+        from engine.io.images import save_image
 
         path = Path(path)
         if not self.document.is_open:

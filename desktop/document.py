@@ -20,9 +20,9 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage, QUndoStack
 
-from engine.imageio import Picture
+from engine.edit.session import EditSession, Recipe, SessionError, Step, _sub_progress
+from engine.io.images import Picture
 from engine.jobs import CancelToken, ProgressCallback, check
-from engine.session import EditSession, Recipe, SessionError, Step, _sub_progress
 
 from .imaging import to_qimage
 from .spire_mode import SpireStep, run_spire

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.session import Step
+from engine.edit.session import Step
 
 from .controller import intent_name
 from .icons import icon

@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QIcon, QPainter, QPixmap
 
-from engine.registry import resources_dir
+from engine.model.registry import resources_dir
 
 DISABLED_OPACITY = 0.32
 _SIZES = (14, 16, 20, 22, 24, 32, 48)

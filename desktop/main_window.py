@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.imageio import IMAGE_SUFFIXES
+from engine.io.images import IMAGE_SUFFIXES
 
 from .batch_dialog import BatchDialog
 from .chat_panel import ChatPanel
@@ -551,7 +551,7 @@ class MainWindow(QMainWindow):
             self.export_as()
 
     def export_as(self) -> None:
-        from engine.imageio import output_path_for
+        from engine.io.images import output_path_for
 
         doc = self.document
         if not doc.is_open:

@@ -21,7 +21,7 @@ Loader = Callable[[str, str, bool, int | None], object]
 
 def load_restorer(spec: str, device: str, fast: bool, tile: int | None):
     """The real loader (pool thread): a Restorer from a registry name or folder."""
-    from engine.pipeline import Restorer
+    from engine.model.pipeline import Restorer
 
     return Restorer.from_pretrained(spec, device=device, fast=fast, tile=tile)
 
@@ -113,7 +113,7 @@ class ModelProvider(QObject):
 
         def failed(message: str) -> None:
             if generation == self._generation:
-                from engine.registry import DEFAULT_MODEL
+                from engine.model.registry import DEFAULT_MODEL
 
                 if "not installed" in message or "Unknown model" in message or "not downloaded" in message \
                         or "is not a model folder" in message or "missing" in message:

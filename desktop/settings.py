@@ -14,7 +14,7 @@ from pathlib import Path
 import platformdirs
 from PySide6.QtCore import QByteArray, QSettings
 
-from engine.registry import DEFAULT_MODEL, OFFICIAL_MODEL
+from engine.model.registry import DEFAULT_MODEL, OFFICIAL_MODEL
 
 APP_NAME = "InstructIR Studio"
 ORG_NAME = "InstructIR"

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.registry import DEFAULT_MODEL, OFFICIAL_MODEL
+from engine.model.registry import DEFAULT_MODEL, OFFICIAL_MODEL
 
 from .icons import icon
 from .settings import MODEL_BUNDLED, MODEL_FOLDER, MODEL_OFFICIAL, Settings
@@ -43,7 +43,7 @@ DEVICE_LABELS = {"auto": "Automatic (GPU when available)", "cpu": "CPU", "cuda":
 
 def model_status() -> dict[str, bool]:
     """Which models are installed (bundled folder present, official weights in the cache)."""
-    from engine.registry import list_models
+    from engine.model.registry import list_models
 
     try:
         return {e.name: e.available for e in list_models()}
@@ -52,7 +52,7 @@ def model_status() -> dict[str, bool]:
 
 
 def download_official(progress, cancel):
-    from engine.hub import download_official as download
+    from engine.model.hub import download_official as download
 
     return download(progress=False)
 
@@ -105,7 +105,7 @@ class SettingsDialog(QDialog):
         {MODEL_BUNDLED: self.bundled, MODEL_OFFICIAL: self.official, MODEL_FOLDER: self.folder}[
             settings.model_source].setChecked(True)
 
-        from engine.devices import available_devices, cpu_supports_bf16
+        from engine.model.devices import available_devices, cpu_supports_bf16
 
         self.device = QComboBox()
         devices = ["auto", *available_devices()]

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
+from engine.edit.session import Step
 from engine.jobs import CancelToken, ProgressCallback
-from engine.session import Step
 
 from .workers import NotReady, UserFacingError, run_in_pool
 
@@ -85,7 +85,7 @@ def is_spire(step: Step) -> bool:
 
 def understood(text: str) -> tuple[str | None, str]:
     """(canonical restoration prompt, "") or (None, why it cannot be read) for what the user typed."""
-    from engine.prompts import PromptError, from_instruction
+    from engine.edit.prompts import PromptError, from_instruction
 
     if not text.strip():
         return None, ""
@@ -101,7 +101,7 @@ def run_spire(pipeline, rgb: np.ndarray, step: SpireStep, progress: ProgressCall
 
     Engine errors become messages for the user; the photo keeps its size (see the module doc).
     """
-    from engine.prompts import PromptError
+    from engine.edit.prompts import PromptError
 
     t = time.perf_counter()
     try:

@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 from PySide6.QtGui import QImage, QUndoCommand
 
-from engine.session import Step
+from engine.edit.session import Step
 
 STRENGTH_ID = 1001
 _tokens = itertools.count(1)

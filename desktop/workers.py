@@ -41,12 +41,12 @@ class UserFacingError(RuntimeError):
 
 def describe_error(exc: BaseException) -> str:
     """A message a photographer can act on, for any exception a job may raise."""
-    from engine.devices import DeviceError
-    from engine.hub import ModelDownloadError
-    from engine.imageio import ImageError
-    from engine.planning import EmptyInstructionError
-    from engine.registry import ModelNotFoundError
-    from engine.session import SessionError
+    from engine.edit.planning import EmptyInstructionError
+    from engine.edit.session import SessionError
+    from engine.io.images import ImageError
+    from engine.model.devices import DeviceError
+    from engine.model.hub import ModelDownloadError
+    from engine.model.registry import ModelNotFoundError
 
     text = str(exc)
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(

@@ -12,7 +12,10 @@ import argparse
 import json
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
+
+from engine.serve import server as serve_cli
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 130
 
@@ -22,7 +25,7 @@ class CliError(Exception):
 
 
 def _restorer(args):
-    from engine.pipeline import Restorer
+    from engine.model.pipeline import Restorer
 
     budget = int(args.max_memory * 2**30) if args.max_memory else None
     return Restorer.from_pretrained(args.model, device=args.device, fast=args.fast, tile=args.tile or None,
@@ -45,8 +48,8 @@ def _progress_into(bar):
 
 
 def cmd_restore(args) -> int:
-    from engine.imageio import load_image, output_path_for, save_image
-    from engine.session import EditSession
+    from engine.edit.session import EditSession
+    from engine.io.images import load_image, output_path_for, save_image
 
     source = Path(args.input)
     picture = load_image(source)
@@ -73,9 +76,9 @@ def cmd_restore(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from engine.batch import collect_inputs, plan_outputs, run_batch
+    from engine.edit.batch import collect_inputs, plan_outputs, run_batch
+    from engine.edit.session import Recipe
     from engine.jobs import CancelToken
-    from engine.session import Recipe
 
     if bool(args.instruction) == bool(args.recipe):
         raise CliError("give exactly one of --instruction TEXT or --recipe FILE")
@@ -85,7 +88,7 @@ def cmd_batch(args) -> int:
         raise CliError("no images found in the given paths")
     restorer = _restorer(args)
     if recipe is None:
-        from engine.planning import plan_instruction
+        from engine.edit.planning import plan_instruction
 
         plan = plan_instruction(args.instruction, restorer, no_op_classes=restorer.bundle.no_op_classes)
         steps = [(p.text, args.strength if args.strength is not None else p.strength) for p in plan if p.actionable]
@@ -115,8 +118,8 @@ def cmd_batch(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from engine.pipeline import Restorer
-    from engine.planning import plan_instruction
+    from engine.edit.planning import plan_instruction
+    from engine.model.pipeline import Restorer
 
     restorer = Restorer.from_pretrained(args.model, device="cpu")
     steps = plan_instruction(args.instruction, restorer, no_op_classes=restorer.bundle.no_op_classes)
@@ -130,8 +133,8 @@ def cmd_plan(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from engine import hub
-    from engine.registry import OFFICIAL_MODEL, list_models
+    from engine.model import hub
+    from engine.model.registry import OFFICIAL_MODEL, list_models
 
     if args.action == "list":
         for e in list_models():
@@ -196,21 +199,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", help="verify a local folder instead of the cache")
     p.set_defaults(func=cmd_models)
 
-    __import__("engine.server").server.register_cli(sub)  # serve, gimp-install (engine/server.py)
+    serve_cli.register_cli(sub)  # serve (engine/serve/server.py)
+    for entry in entry_points(group="instructir.commands"):  # front ends add theirs (gimp-install)
+        entry.load()(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    from engine.devices import DeviceError
-    from engine.hub import ModelDownloadError
-    from engine.imageio import ImageError
+    from engine.edit.planning import EmptyInstructionError
+    from engine.edit.session import SessionError
+    from engine.io.images import ImageError
     from engine.jobs import Cancelled
-    from engine.planning import EmptyInstructionError
-    from engine.registry import ModelNotFoundError
-    from engine.session import SessionError
-    from engine.text import TextEncoderError
+    from engine.model.devices import DeviceError
+    from engine.model.hub import ModelDownloadError
+    from engine.model.registry import ModelNotFoundError
+    from engine.model.text import TextEncoderError
 
     try:
         return args.func(args)

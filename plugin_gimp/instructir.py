@@ -34,7 +34,7 @@ try:
     import instructir_protocol as protocol  # installed next to this file by ``instructir gimp-install``
 except ImportError:  # running from a source checkout
     sys.path.insert(0, os.path.dirname(HERE))
-    from engine import protocol
+    from engine.serve import protocol
 
 PROC_NAME = "plug-in-instructir"
 RECORD_FILE = os.path.join(HERE, "instructir.json")

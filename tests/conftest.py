@@ -21,9 +21,9 @@ TINY_CONFIG = {"width": 8, "enc_blks": [1, 1, 1, 1], "middle_blk_num": 1, "dec_b
 
 
 def make_tiny_bundle(seed: int = 0, name: str = "tiny-test"):
-    from engine.instructions import STUDIO_CLASSES
-    from engine.network import build_lm_head, build_network
-    from engine.registry import ModelBundle
+    from engine.edit.instructions import STUDIO_CLASSES
+    from engine.model.network import build_lm_head, build_network
+    from engine.model.registry import ModelBundle
 
     torch.manual_seed(seed)
     net = build_network(TINY_CONFIG)
@@ -36,8 +36,8 @@ def make_tiny_bundle(seed: int = 0, name: str = "tiny-test"):
 
 def fit_head(head, per_class: int = 24, steps: int = 150):
     """Train the projection head briefly on part of the corpus, so the test model understands instructions."""
-    from engine.instructions import STUDIO_CLASSES, load_corpus
-    from engine.text import TextEncoder
+    from engine.edit.instructions import STUDIO_CLASSES, load_corpus
+    from engine.model.text import TextEncoder
 
     corpus = load_corpus()["train"]
     texts, labels = [], []
@@ -56,7 +56,7 @@ def fit_head(head, per_class: int = 24, steps: int = 150):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from engine.registry import save_folder
+    from engine.model.registry import save_folder
 
     folder = tmp_path_factory.mktemp("models") / "tiny-test"
     save_folder(make_tiny_bundle(), folder)
@@ -65,7 +65,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_restorer(tiny_model_dir):
-    from engine.pipeline import Restorer
+    from engine.model.pipeline import Restorer
 
     return Restorer.from_pretrained(tiny_model_dir, device="cpu")
 

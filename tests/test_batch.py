@@ -1,9 +1,9 @@
 import numpy as np
 from PIL import Image
 
-from engine.batch import collect_inputs, plan_outputs, run_batch
+from engine.edit.batch import collect_inputs, plan_outputs, run_batch
+from engine.edit.session import Recipe
 from engine.jobs import CancelToken
-from engine.session import Recipe
 
 
 def make_tree(root, photo):

@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from engine import degradations as D
-from engine.metrics import psnr
-from engine.registry import DEFAULT_MODEL, bundled_models_dir
+from engine.model.registry import DEFAULT_MODEL, bundled_models_dir
+from engine.training import degradations as D
+from engine.training.metrics import psnr
 
 FOLDER = bundled_models_dir() / DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")
 def bundled():
-    from engine.pipeline import Restorer
+    from engine.model.pipeline import Restorer
 
     return Restorer.from_pretrained(DEFAULT_MODEL, device="cpu")
 
@@ -54,7 +54,7 @@ def test_bundled_model_visibly_repairs(bundled, clean_photo, degrade, instructio
 
 
 def test_bundled_model_understands_and_refuses(bundled):
-    from engine.planning import plan_instruction
+    from engine.edit.planning import plan_instruction
 
     assert bundled.understand("please remove the noise").label == "noise"
     assert bundled.understand("it's way too dark").label == "low-light"

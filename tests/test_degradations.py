@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from engine import degradations as D
+from engine.training import degradations as D
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from PySide6.QtGui import QDropEvent, QKeyEvent, QKeySequence, QWheelEvent  # no
 
 from desktop.model_provider import FAILED, ModelProvider  # noqa: E402
 from desktop.settings import MODEL_FOLDER, Settings  # noqa: E402
-from engine.imageio import load_image, picture_from_array, save_image  # noqa: E402
+from engine.io.images import load_image, picture_from_array, save_image  # noqa: E402
 
 WAIT = 10_000
 
@@ -324,7 +324,7 @@ def test_batch_of_three_with_cancel_keeps_finished_and_no_partials(qtbot, studio
     dialog = window.show_batch()
     assert not dialog.start_button.isEnabled()  # no recipe yet: no steps in the session
     recipe = tmp_path / "recipe.json"
-    from engine.session import Recipe
+    from engine.edit.session import Recipe
 
     Recipe([("remove the noise", 0.8)]).save(recipe)
     dialog.set_recipe_file(recipe)
@@ -383,7 +383,7 @@ def test_errors_are_readable_messages(qtbot, studio, tmp_path, photo_file):
     assert window.document.steps == []
 
     # A missing model: the app starts, says so in the status bar and the chat, and refuses politely.
-    from engine.registry import ModelNotFoundError
+    from engine.model.registry import ModelNotFoundError
 
     def missing(spec, device, fast, tile):
         raise ModelNotFoundError(f"Unknown model {spec!r}. Known models: instructir-7d; or give a model folder.")

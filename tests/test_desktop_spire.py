@@ -17,7 +17,7 @@ from desktop.chat_panel import INSTRUCTIR, SPIRE  # noqa: E402
 from desktop.document import StudioSession, load_session_file, save_session_file  # noqa: E402
 from desktop.spire_mode import READY, UNAVAILABLE, SpireProvider, SpireStep  # noqa: E402
 from desktop.theme import WARNING  # noqa: E402
-from engine.imageio import picture_from_array, save_image  # noqa: E402
+from engine.io.images import picture_from_array, save_image  # noqa: E402
 from engine.jobs import check  # noqa: E402
 
 NO_ADAPTER = ("No SPIRE adapter is installed. SPIRE weights are not public: train one (python -m engine.spire.train, "
@@ -35,7 +35,7 @@ class FakeSpire:
 
     def restore(self, image, restoration_prompt, semantic_prompt="", *, negative_prompt="", steps=50, guidance=5.0,
                 strength=1.0, upscale=True, seed=0, progress=None, cancel=None):
-        from engine.prompts import from_instruction
+        from engine.edit.prompts import from_instruction
 
         prompt = str(from_instruction(str(restoration_prompt)))
         self.calls.append({"prompt": prompt, "semantic": semantic_prompt, "steps": steps, "upscale": upscale,

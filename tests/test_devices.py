@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from engine.devices import DeviceError, choose_device, cpu_supports_bf16
+from engine.model.devices import DeviceError, choose_device, cpu_supports_bf16
 
 
 def test_cpu_is_exact_fp32_by_default():

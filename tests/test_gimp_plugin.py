@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import gimp_install
 from engine.cli import main
+from plugin_gimp import install as gimp_install
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "plugin_gimp" / "instructir.py"
@@ -24,7 +24,7 @@ def test_install_puts_an_executable_plugin_in_a_folder_of_its_name(tmp_path, cap
     script = folder / "instructir.py"
     assert stat.S_IMODE(script.stat().st_mode) == 0o755
     assert script.read_text() == PLUGIN.read_text()
-    assert (folder / "instructir_protocol.py").read_text() == (REPO / "engine" / "protocol.py").read_text()
+    assert (folder / "instructir_protocol.py").read_text() == (REPO / "engine" / "serve" / "protocol.py").read_text()
     record = json.loads((folder / "instructir.json").read_text())
     assert record["python"] == sys.executable and Path(record["python"]).exists()
     assert record["model"] == "studio-small" and record["engine_path"] == str(REPO)
@@ -47,7 +47,7 @@ def test_default_folder_follows_gimp3_directory(tmp_path, monkeypatch):
         assert gimp_install.default_plugin_dir() == tmp_path / "cfg" / "GIMP" / "3.0" / "plug-ins"
 
 
-@pytest.mark.parametrize("path", [PLUGIN, REPO / "engine" / "protocol.py"])
+@pytest.mark.parametrize("path", [PLUGIN, REPO / "engine" / "serve" / "protocol.py"])
 def test_plugin_side_needs_only_the_standard_library_and_gimp(path):
     """GIMP's Python has no torch and maybe no numpy: the plug-in and its protocol module import neither."""
     tree = ast.parse(path.read_text())

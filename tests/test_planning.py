@@ -3,7 +3,7 @@ from conftest import FakeIntent
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.planning import EmptyInstructionError, parse_strength, plan_instruction, split_instruction
+from engine.edit.planning import EmptyInstructionError, parse_strength, plan_instruction, split_instruction
 
 
 @pytest.mark.parametrize("text, parts", [

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import planning, prompts
-from engine.prompts import (
+from engine.edit import planning, prompts
+from engine.edit.prompts import (
     BLIND_TEXT,
     BLUR_RANGE,
     JPEG_RANGE,

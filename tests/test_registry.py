@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from engine.registry import ModelNotFoundError, load_folder, load_model, save_folder
+from engine.model.registry import ModelNotFoundError, load_folder, load_model, save_folder
 
 
 def test_folder_round_trip_fp32_and_fp16(tmp_path, tiny_model_dir):
@@ -17,7 +17,7 @@ def test_folder_round_trip_fp32_and_fp16(tmp_path, tiny_model_dir):
 
 
 def test_restorer_save_pretrained_round_trip(tmp_path, tiny_restorer, photo):
-    from engine.pipeline import Restorer
+    from engine.model.pipeline import Restorer
 
     tiny_restorer.save_pretrained(tmp_path / "copy")
     again = Restorer.from_pretrained(tmp_path / "copy", device="cpu")
@@ -32,7 +32,7 @@ def test_unknown_model_names_the_known_ones():
 
 
 def test_official_model_not_downloaded_says_how_to_get_it(monkeypatch):
-    from engine import hub
+    from engine.model import hub
 
     monkeypatch.setattr(hub, "official_from_cache", lambda *a, **k: None)
     with pytest.raises(ModelNotFoundError) as exc:
@@ -45,9 +45,9 @@ def test_official_checkpoints_from_a_local_folder(tmp_path):
     """The official layout (two .pt state dicts + encoder folder) loads with strict=True."""
     import shutil
 
-    from engine.network import OFFICIAL_7D_CONFIG, build_lm_head, build_network
-    from engine.pipeline import Restorer
-    from engine.text import packaged_minilm_path
+    from engine.model.network import OFFICIAL_7D_CONFIG, build_lm_head, build_network
+    from engine.model.pipeline import Restorer
+    from engine.model.text import packaged_minilm_path
 
     torch.save(build_network(OFFICIAL_7D_CONFIG).state_dict(), tmp_path / "im_instructir-7d.pt")
     torch.save(build_lm_head(384, 256, 7).state_dict(), tmp_path / "lm_instructir-7d.pt")

@@ -1,4 +1,4 @@
-"""The engine server and its wire protocol (engine/server.py, engine/protocol.py)."""
+"""The engine server and its wire protocol (engine/serve/server.py, engine/serve/protocol.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import protocol
-from engine.protocol import ProtocolError, RequestTooLarge, ServerError
-from engine.server import AlreadyRunning, EngineServer
+from engine.serve import protocol
+from engine.serve.protocol import ProtocolError, RequestTooLarge, ServerError
+from engine.serve.server import AlreadyRunning, EngineServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def test_state_file_is_user_only(tmp_path, monkeypatch):
     assert protocol.read_state(path) is None
     monkeypatch.setenv(protocol.STATE_ENV, str(tmp_path / "elsewhere.json"))
     assert protocol.state_path("/default.json") == str(tmp_path / "elsewhere.json")
-    from engine.server import default_state_file
+    from engine.serve.server import default_state_file
 
     assert default_state_file() == tmp_path / "elsewhere.json"
 
@@ -358,7 +358,7 @@ def test_ensure_server_starts_a_real_server_that_keeps_the_model(tmp_path, tiny_
 
 
 def test_a_model_that_cannot_load_comes_back_as_a_readable_error(tmp_path):
-    from engine.registry import ModelNotFoundError
+    from engine.model.registry import ModelNotFoundError
 
     def factory(model, device):
         raise ModelNotFoundError(f"no model called {model!r}")

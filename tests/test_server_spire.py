@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import engine.spire
-from engine import protocol
 from engine.jobs import check
-from engine.protocol import ProtocolError, ServerError
-from engine.server import EngineServer
+from engine.serve import protocol
+from engine.serve.protocol import ProtocolError, ServerError
+from engine.serve.server import EngineServer
 
 ON_CPU = "No GPU found: SPIRE will run on the CPU and take many minutes per photo."
 NO_ADAPTER = "No SPIRE adapter is installed. SPIRE weights are not public: train one."

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from engine.edit.session import EditSession, Recipe, SessionError
 from engine.jobs import Cancelled, CancelToken
-from engine.session import EditSession, Recipe, SessionError
 
 
 def test_apply_strength_blend_and_no_rerun(fake_restorer, photo):

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from engine.spelling import SpellingCorrector, correct_spelling, corrector_for
+from engine.model.spelling import SpellingCorrector, correct_spelling, corrector_for
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_without_a_vocabulary_the_text_is_unchanged(tmp_path):
 
 
 def test_text_encoder_embeds_the_corrected_text():
-    from engine.text import TextEncoder
+    from engine.model.text import TextEncoder
 
     on, off = TextEncoder(), TextEncoder(spelling=False)
     assert on.prepare("reduce the noize") == "reduce the noise"

@@ -10,8 +10,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 import engine.spire as spire  # noqa: E402
-from engine.jobs import Cancelled, CancelToken  # noqa: E402
-from engine.prompts import (  # noqa: E402
+from engine.edit.prompts import (  # noqa: E402
     BLUR_RANGE,
     JPEG_RANGE,
     NOISE_RANGE,
@@ -20,6 +19,7 @@ from engine.prompts import (  # noqa: E402
     RestorationPrompt,
     parse_prompt,
 )
+from engine.jobs import Cancelled, CancelToken  # noqa: E402
 from engine.spire.data import apply_prompt, make_pair, sample_prompt  # noqa: E402
 from engine.spire.model import AdapterError, SkipModulator, SpireAdapter, SpireDenoiser, modulate  # noqa: E402
 from engine.spire.pipeline import SpirePipeline, encode_prompts, load_base  # noqa: E402
@@ -262,7 +262,7 @@ def test_available_explains_what_is_missing(pipe, base_dir, tmp_path, monkeypatc
     ok, reason = spire.available()
     assert not ok and "not on this computer" in reason
 
-    monkeypatch.setattr(spire, "_missing_packages", lambda: ["diffusers"])
+    monkeypatch.setattr(spire.adapters, "_missing_packages", lambda: ["diffusers"])
     ok, reason = spire.available()
     assert not ok and "pip install 'instructir-studio[spire]'" in reason
 

@@ -1,10 +1,10 @@
-"""The strip path (engine.streaming) computes the same network as the whole-tensor pass."""
+"""The strip path (engine.model.streaming) computes the same network as the whole-tensor pass."""
 
 import pytest
 import torch
 
-from engine.network import NAFBlock, build_network
-from engine.streaming import strip_ranges
+from engine.model.network import NAFBlock, build_network
+from engine.model.streaming import strip_ranges
 
 SMALL = {"width": 8, "enc_blks": [1, 2], "middle_blk_num": 1, "dec_blks": [1, 1], "txtdim": 16}
 
@@ -66,9 +66,9 @@ def test_restorer_uses_strips_on_cpu(tiny_restorer):
 
 def test_default_budget_runs_1080p_whole_and_24mp_in_tiles(monkeypatch):
     """The #7 contract: exact whole-image 1080p with the 7D network, a 24 MP photo in tiles, in 2 GB."""
-    from engine import pipeline
-    from engine.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG
-    from engine.registry import ModelBundle
+    from engine.model import pipeline
+    from engine.model.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG
+    from engine.model.registry import ModelBundle
 
     monkeypatch.setattr(pipeline, "available_memory", lambda: 16 * 2**30)
     net = build_network(OFFICIAL_7D_CONFIG)

@@ -1,6 +1,6 @@
 import torch
 
-from engine.text import TextEncoder, TextEncoderError, packaged_minilm_path, resolve_encoder_path
+from engine.model.text import TextEncoder, TextEncoderError, packaged_minilm_path, resolve_encoder_path
 
 
 def test_packaged_encoder_is_local():

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from engine.jobs import Cancelled, CancelToken
-from engine.metrics import psnr
-from engine.tiling import run_tiled, spans, tile_grid
+from engine.model.tiling import run_tiled, spans, tile_grid
+from engine.training.metrics import psnr
 
 
 @pytest.mark.parametrize("length, tile, overlap", [(100, 32, 8), (64, 64, 8), (65, 32, 16), (10, 32, 8),
@@ -39,15 +39,15 @@ def test_cancel_between_tiles():
 
 
 def test_tiled_vs_whole_with_the_bundled_model():
-    from engine.pipeline import Restorer
-    from engine.registry import DEFAULT_MODEL, ModelNotFoundError
+    from engine.model.pipeline import Restorer
+    from engine.model.registry import DEFAULT_MODEL, ModelNotFoundError
 
     try:
         whole = Restorer.from_pretrained(DEFAULT_MODEL, device="cpu")
     except ModelNotFoundError:
         pytest.skip("bundled model not present")
-    from engine.degradations import gaussian_noise
     from engine.training.data import package_photos
+    from engine.training.degradations import gaussian_noise
 
     img = package_photos(512)[1][:320, :448].astype(np.float32) / 255
     noisy = gaussian_noise(img, np.random.default_rng(0), sigma=25).image
@@ -58,7 +58,7 @@ def test_tiled_vs_whole_with_the_bundled_model():
 
 
 def test_restorer_tiles_when_over_budget(tiny_restorer, photo):
-    from engine.pipeline import Restorer
+    from engine.model.pipeline import Restorer
 
     small_budget = Restorer(tiny_restorer.bundle, device="cpu", memory_budget=tiny_restorer.estimate_bytes(48, 48))
     assert small_budget.plan_tile(480, 640) is not None

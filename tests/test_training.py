@@ -40,7 +40,7 @@ def test_train_resume_and_export(tmp_path, bf16_config):
     export.main([str(out / "last.pt"), str(folder)])
     card = json.loads((folder / "model_card.json").read_text())
     assert card["training"]["steps"] == 6
-    from engine.pipeline import Restorer
+    from engine.model.pipeline import Restorer
 
     restored = Restorer.from_pretrained(folder, device="cpu").restore(np.full((20, 20, 3), 0.5, np.float32),
                                                                      "remove the noise")

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.prompts import PromptError, from_instruction
+from engine.edit.prompts import PromptError, from_instruction
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(prompt)
         return 0
 
-    from engine.imageio import load_image, output_path_for, save_image
+    from engine.io.images import load_image, output_path_for, save_image
     from engine.spire.pipeline import SpirePipeline
 
     source = Path(args.input)

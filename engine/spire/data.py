@@ -3,11 +3,11 @@
 The parameterised pipeline follows Real-ESRGAN's order (blur, down-sample,
 noise, JPEG, then back up to the original size) and applies each step with
 probability 0.5, writing every value it used into the restoration prompt.
-Values are drawn in the trained ranges of ``engine.prompts`` and quantised to
+Values are drawn in the trained ranges of ``engine.edit.prompts`` and quantised to
 the prompt's printed precision *before* they are applied, so the picture and
 the text always agree. A fraction of pairs instead get a random second-order
 chain of the same steps and the prompt "Remove all degradation" (blind mode).
-The steps themselves are ``engine.degradations``, shared with InstructIR.
+The steps themselves are ``engine.training.degradations``, shared with InstructIR.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import degradations as D
-from engine.prompts import (
+from engine.edit.prompts import (
     BLUR_RANGE,
     JPEG_RANGE,
     NOISE_RANGE,
@@ -31,6 +30,7 @@ from engine.prompts import (
     format_prompt,
 )
 from engine.spire.pipeline import resize
+from engine.training import degradations as D
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 

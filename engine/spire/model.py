@@ -153,7 +153,7 @@ class SpireAdapter(nn.Module):
         self.fusion = nn.ModuleList(ModulationFusion(c) for c in channels)
         self.config = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, "skip_channels": channels,
                        "conditioning": "RGB pixels scaled to [-1, 1], the size of the VAE input",
-                       "prompt_grammar": "engine.prompts v1"} | (config or {})
+                       "prompt_grammar": "engine.edit.prompts v1"} | (config or {})
         for module in (controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.mid_block):
             if module is not None:
                 module.requires_grad_(False)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.devices import DeviceChoice, choose_device
+from engine.edit.prompts import RestorationPrompt, from_instruction
 from engine.jobs import CancelToken, ProgressCallback, check, report
-from engine.prompts import RestorationPrompt, from_instruction
+from engine.model.devices import DeviceChoice, choose_device
 from engine.spire.model import AdapterError, SpireAdapter, SpireDenoiser
 
 DEFAULT_STEPS = 50
@@ -113,7 +113,7 @@ class SpirePipeline:
 
         A hub-id base must already be in the local cache unless ``local_files_only=False`` (never download silently).
         """
-        from engine.spire import find_adapter
+        from engine.spire.adapters import find_adapter
 
         folder = Path(adapter) if adapter is not None else find_adapter()
         if folder is None:

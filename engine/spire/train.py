@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.devices import choose_device
+from engine.model.devices import choose_device
 from engine.spire.data import SpireDataset, collate
 from engine.spire.model import SpireAdapter, SpireDenoiser
 from engine.spire.pipeline import encode_prompts, load_base

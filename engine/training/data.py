@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.degradations import TASKS, degrade
-from engine.imageio import IMAGE_SUFFIXES
+from engine.io.images import IMAGE_SUFFIXES
+from engine.training.degradations import TASKS, degrade
 
 
 def _fit(im: Image.Image, max_side: int) -> np.ndarray:

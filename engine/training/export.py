@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.metrics import psnr
-from engine.registry import ModelBundle, load_folder, save_folder
+from engine.model.registry import ModelBundle, load_folder, save_folder
+from engine.training.metrics import psnr
 
 
 def bundle_from_checkpoint(path: Path) -> tuple[ModelBundle, dict]:
@@ -41,9 +41,9 @@ def bundle_from_checkpoint(path: Path) -> tuple[ModelBundle, dict]:
 
 def fp16_loss_db(full: ModelBundle, half_folder: Path) -> float:
     """PSNR of fp16-weight outputs against fp32-weight outputs, as a dB 'loss' proxy (inf = identical)."""
-    from engine.degradations import gaussian_noise
-    from engine.pipeline import Restorer
+    from engine.model.pipeline import Restorer
     from engine.training.data import package_photos
+    from engine.training.degradations import gaussian_noise
 
     img = package_photos(512)[0][:256, :256].astype(np.float32) / 255
     noisy = gaussian_noise(img, np.random.default_rng(0), sigma=25).image
@@ -109,8 +109,8 @@ def render_card(folder: Path) -> Path:
         f"- Data: {', '.join(last.get('data', {}).get('roots', []))} (+ the colour "
         "photos shipped in scikit-image and scikit-learn); never the evaluation set. Patches of "
         f"{last.get('data', {}).get('patch_size', '?')} px degraded on the fly by "
-        "`engine/degradations.py` (noise, blur, rain, haze, low light, enhancement, down-scaling, JPEG).",
-        "- Instructions: `engine/data/instructions.json` (our corpus: 9 classes, train/val split).",
+        "`engine/training/degradations.py` (noise, blur, rain, haze, low light, enhancement, down-scaling, JPEG).",
+        "- Instructions: `engine/edit/data/instructions.json` (our corpus: 9 classes, train/val split).",
         f"- Loss: L1 on images + {tc.get('ce_weight', '?')} x cross-entropy on intents (label smoothing "
         f"{tc.get('label_smoothing', 0)}); the sentence encoder frozen.",
         *[_stage_line(i, st) for i, st in enumerate(stages)],
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
-    from engine.network import build_network, count_parameters
+    from engine.model.network import build_network, count_parameters
 
     card["parameters"] = count_parameters(build_network(bundle.config)) + sum(
         v.numel() for v in bundle.head_state.values())

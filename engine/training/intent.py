@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.instructions import labelled, load_corpus
-from engine.registry import ModelBundle, load_folder, save_folder
+from engine.edit.instructions import labelled, load_corpus
+from engine.model.registry import ModelBundle, load_folder, save_folder
 from engine.training.train import embed_corpus, intent_accuracy
 
 #: (learning rate, weight decay) pairs tried by cross-validation; epochs are scored along the way.

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.instructions import STUDIO_CLASSES, labelled
-from engine.network import build_lm_head, build_network
-from engine.text import TextEncoder
+from engine.edit.instructions import STUDIO_CLASSES, labelled
+from engine.model.network import build_lm_head, build_network
+from engine.model.text import TextEncoder
 from engine.training.data import PatchSampler, load_photos
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         rng = np.random.default_rng([tc["seed"], step])
         print(f"resumed at step {step}")
     elif args.init:
-        from engine.registry import load_folder
+        from engine.model.registry import load_folder
 
         init = load_folder(args.init)
         net.load_state_dict(init.image_state)

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-from engine.prompts import parse_strength
+from engine.edit.prompts import parse_strength
 
 __all__ = ["EmptyInstructionError", "PlannedStep", "parse_strength", "plan_instruction", "split_instruction"]
 

@@ -7,7 +7,7 @@ only, requires the random token it writes to its state file (user-only, 0600,
 in a 0700 folder), refuses frames over its size limit before reading them,
 streams progress, and cancels a job whose client sends ``cancel`` or goes
 away, without ever going down with it. The wire format is in
-``engine/protocol.py``. A ``mode: "spire"`` request runs the optional SPIRE
+``engine/serve/protocol.py``. A ``mode: "spire"`` request runs the optional SPIRE
 diffusion pipeline instead, loaded on the first such request and kept the same
 way; where SPIRE cannot run, the error says why (``engine.spire.available()``).
 
@@ -35,8 +35,8 @@ import threading
 import time
 from pathlib import Path
 
-from engine import protocol
-from engine.protocol import HOST, ConnectionClosed, ProtocolError, RequestTooLarge
+from engine.serve import protocol
+from engine.serve.protocol import HOST, ConnectionClosed, ProtocolError, RequestTooLarge
 
 log = logging.getLogger("instructir.server")
 
@@ -200,7 +200,7 @@ class EngineServer:
     # --- models -------------------------------------------------------------
 
     def _load_restorer(self, model: str, device: str):
-        from engine.pipeline import Restorer
+        from engine.model.pipeline import Restorer
 
         return Restorer.from_pretrained(model, device=device, fast=self.fast, tile=self.tile or None)
 
@@ -458,8 +458,8 @@ class EngineServer:
 
     def _run_instructir(self, header: dict, rgb, emit, cancel) -> tuple:
         """Plan and run the instruction with InstructIR; returns (output rgb, seconds, reply fields)."""
+        from engine.edit.session import EditSession
         from engine.jobs import check
-        from engine.session import EditSession
 
         restorer = self.restorer(header.get("model"), header.get("device"),
                                  on_loading=lambda: emit("loading", text="loading the model"))
@@ -493,8 +493,8 @@ class EngineServer:
         its size (``upscale=False``: "Upsample to Nx" restores the detail of an N-times upsampling in place).
         ``strength`` blends the result with the input.
         """
+        from engine.edit.prompts import from_instruction
         from engine.jobs import check
-        from engine.prompts import from_instruction
 
         prompt = from_instruction(header["instruction"])
         semantic = " ".join(str(header.get("semantic") or "").split())
@@ -598,21 +598,8 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def cmd_gimp_install(args) -> int:
-    from engine import gimp_install
-
-    if args.uninstall:
-        removed = gimp_install.uninstall(args.plugin_dir)
-        print("removed " + ", ".join(map(str, removed)) if removed else "the GIMP plug-in was not installed")
-        return 0
-    path = gimp_install.install(args.plugin_dir, python=args.python, model=args.model, device=args.device)
-    print(f"installed {path}")
-    print("restart GIMP, then use Filters > InstructIR...")
-    return 0
-
-
 def register_cli(subparsers) -> None:
-    """Add ``serve`` and ``gimp-install`` to the ``instructir`` command (called from engine.cli.build_parser)."""
+    """Add ``serve`` to the ``instructir`` command (called from engine.cli.build_parser)."""
     p = subparsers.add_parser("serve", help="run the engine server for the GIMP plug-in (127.0.0.1 only)")
     p.add_argument("--model", default="default", help="bundled model name, instructir-7d, or a model folder")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
@@ -628,17 +615,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--stop", action="store_true", help="stop the running server and exit")
     p.set_defaults(func=cmd_serve)
 
-    p = subparsers.add_parser("gimp-install", help="install the GIMP 3 plug-in (Filters > InstructIR...)")
-    p.add_argument("--uninstall", action="store_true", help="remove the plug-in")
-    p.add_argument("--plugin-dir", help="GIMP's plug-ins folder (default: the user's GIMP 3.0 plug-ins folder)")
-    p.add_argument("--python", default=sys.executable, help="interpreter that runs the engine server "
-                                                            "(default: this one)")
-    p.add_argument("--model", default="default", help="model the server loads by default")
-    p.add_argument("--device", default="auto", help="device the server uses by default")
-    p.set_defaults(func=cmd_gimp_install)
 
-
-def main(argv: list[str] | None = None) -> int:  # ``python -m engine.server``
+def main(argv: list[str] | None = None) -> int:  # ``python -m engine.serve.server``
     ap = argparse.ArgumentParser(prog="instructir")
     register_cli(ap.add_subparsers(dest="command", required=True))
     args = ap.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import streaming
+from engine.model import streaming
 
 INTENT_CLASSES: tuple[str, ...] = (
     "noise",
@@ -81,7 +81,7 @@ class NAFBlock(nn.Module):
 
     def forward(self, inp: torch.Tensor, strip_pixels: int | None = None) -> torch.Tensor:
         """``strip_pixels`` (inference only): run in strips of that many pixels, in place over
-        ``inp``, with a fraction of the memory (see ``engine.streaming``)."""
+        ``inp``, with a fraction of the memory (see ``engine.model.streaming``)."""
         if torch.is_grad_enabled():
             x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
             x = self.conv3(x * self.sca(x))
@@ -164,7 +164,7 @@ class InstructIR(nn.Module):
     def forward(self, image: torch.Tensor, text_embedding: torch.Tensor,
                 strip_pixels: int | None = None) -> torch.Tensor:
         """Restore ``image`` (Nx3xHxW). ``strip_pixels`` (inference only) selects the exact
-        low-memory path: every block runs in strips, in place (``engine.streaming``)."""
+        low-memory path: every block runs in strips, in place (``engine.model.streaming``)."""
         if torch.is_grad_enabled():
             strip_pixels = None
         _, _, h, w = image.shape

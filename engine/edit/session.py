@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.edit.planning import PlannedStep, plan_instruction
 from engine.jobs import CancelToken, ProgressCallback, check
-from engine.planning import PlannedStep, plan_instruction
 
 SESSION_FORMAT = "instructir-session"
 RECIPE_FORMAT = "instructir-recipe"

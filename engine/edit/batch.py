@@ -17,9 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.imageio import IMAGE_SUFFIXES, ImageError, Picture, load_image, save_image
+from engine.edit.session import EditSession, Recipe
+from engine.io.images import IMAGE_SUFFIXES, ImageError, Picture, load_image, save_image
 from engine.jobs import Cancelled, CancelToken
-from engine.session import EditSession, Recipe
 
 FORMAT_SUFFIX = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png", "tiff": ".tif", "tif": ".tif", "webp": ".webp",
                  "bmp": ".bmp"}

@@ -9,6 +9,7 @@ format (``im_instructir-7d.pt``, ``lm_instructir-7d.pt``, ``bge-micro-v2/``).
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import sys
@@ -18,8 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG, LMHead, build_lm_head
-from engine.text import OFFICIAL_ENCODER
+from engine.model.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG, LMHead, build_lm_head
+from engine.model.text import OFFICIAL_ENCODER
 
 DEFAULT_MODEL = "studio-small"
 OFFICIAL_MODEL = "instructir-7d"
@@ -37,7 +38,7 @@ def resources_dir() -> Path:
         return Path(env)
     if bundle := getattr(sys, "_MEIPASS", None):
         return Path(bundle) / "resources"
-    return Path(__file__).resolve().parent.parent / "resources"
+    return Path(str(importlib.resources.files("resources")))
 
 
 def bundled_models_dir() -> Path:
@@ -132,7 +133,7 @@ def save_folder(bundle: ModelBundle, folder: Path, *, half: bool = False) -> Pat
 
 
 def load_official(files) -> ModelBundle:
-    """Wrap the published 7D checkpoints (``engine.hub.OfficialFiles``) as a bundle."""
+    """Wrap the published 7D checkpoints (``engine.model.hub.OfficialFiles``) as a bundle."""
     image = torch.load(files.image_weights, map_location="cpu", weights_only=True)
     head = torch.load(files.head_weights, map_location="cpu", weights_only=True)
     return ModelBundle(
@@ -147,7 +148,7 @@ def load_official(files) -> ModelBundle:
 
 
 def _is_official_folder(folder: Path) -> bool:
-    from engine import hub
+    from engine.model import hub
 
     return (folder / hub.IMAGE_WEIGHTS).is_file() or (folder / hub.HEAD_WEIGHTS).is_file()
 
@@ -159,7 +160,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, allow_downloa
     ``instructir-7d`` is taken from the Hugging Face cache, downloaded when
     ``allow_download``, or else fails with a message that says how to get it.
     """
-    from engine import hub
+    from engine.model import hub
 
     text = str(name_or_path)
     if text in ("default", "bundled"):
@@ -191,7 +192,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, allow_downloa
 
 def list_models() -> list[ModelEntry]:
     """Bundled models, then the official weights (available when cached)."""
-    from engine import hub
+    from engine.model import hub
 
     entries = []
     root = bundled_models_dir()

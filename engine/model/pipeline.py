@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.devices import DeviceChoice, choose_device
 from engine.jobs import CancelToken, ProgressCallback, check, report
-from engine.memory import available_memory, keep_freed_buffers
-from engine.network import build_network
-from engine.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
-from engine.streaming import DEFAULT_STRIP_PIXELS
-from engine.text import TextEncoder
-from engine.tiling import run_tiled
+from engine.model.devices import DeviceChoice, choose_device
+from engine.model.memory import available_memory, keep_freed_buffers
+from engine.model.network import build_network
+from engine.model.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
+from engine.model.streaming import DEFAULT_STRIP_PIXELS
+from engine.model.text import TextEncoder
+from engine.model.tiling import run_tiled
 
 #: Peak activation bytes per pixel, per unit of network width, of a whole-image pass: the plain
 #: path (CUDA; measured 41-45 for the 7D config, 57 for studio-small) and the strip path the CPU
-#: uses (engine.streaming; measured, see bench/README.md).
+#: uses (engine.model.streaming; measured, see bench/README.md).
 ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH = 60
 STRIP_ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH = 18
 MIN_TILE = 128
@@ -54,7 +54,7 @@ class Restorer:
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
                  memory_budget: int | None = None, reuse_buffers: bool = True,
                  strip_pixels: int | None = None) -> None:
-        """``strip_pixels``: pixels per strip of the exact low-memory pass (``engine.streaming``);
+        """``strip_pixels``: pixels per strip of the exact low-memory pass (``engine.model.streaming``);
         0 turns it off. By default the CPU uses strips and CUDA the plain whole-tensor pass."""
         self.bundle = bundle
         self.choice = device if isinstance(device, DeviceChoice) else choose_device(device, fast)

@@ -16,7 +16,7 @@ is summed strip by strip), unlike tiling, which changes the attention's mean
 and the borders. Peak memory falls from the dozen full-size temporaries of a
 whole-image block to about three (input, gate buffer, the decoder's skip),
 and the strips stay cache-sized. These functions take the modules of
-``engine.network`` duck-typed and only run under ``torch.no_grad``.
+``engine.model.network`` duck-typed and only run under ``torch.no_grad``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ ranges and rounded to the printed precision) and written back in that exact
 form before it reaches the text encoder.
 
 Degree words ("slightly", "a lot", "at 30%") live here too, so the InstructIR
-path (``engine.planning``) and SPIRE read them the same way.
+path (``engine.edit.planning``) and SPIRE read them the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
-# --- degree words (shared with engine.planning) -------------------------------
+# --- degree words (shared with engine.edit.planning) -------------------------------
 
 DEFAULT_STRENGTH = 1.0
 #: A denoising sigma (on [0, 1]) at or above this is full strength; the paper's noise tops out near 50/255.
@@ -51,7 +51,7 @@ def degree_word(text: str) -> float | None:
     misspelled degree counts ("slighly", "verry slightly").
     """
     try:
-        from engine.spelling import correct_spelling
+        from engine.model.spelling import correct_spelling
 
         text = correct_spelling(text)
     except (ImportError, OSError, RuntimeError):  # no encoder vocabulary to correct with: read it as written

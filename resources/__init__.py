@@ -1,0 +1,1 @@
+"""Icons, the bundled model and its card, sample photos: package data found with importlib.resources."""
