@@ -210,7 +210,7 @@ class BatchDialog(QDialog):
     def refresh_recipe(self) -> None:
         recipe = self.session_recipe() if self.session_recipe else None
         if recipe is not None and recipe.steps:
-            steps = ", ".join(f"{text} ({strength:.0%})" for text, strength in recipe.steps)
+            steps = ", ".join(f"{r.instruction} ({r.strength:.0%})" for r in recipe.steps)
             self.use_session.setText(f"Current edit: {steps}")
             self.use_session.setEnabled(True)
             self.save_recipe_button.setEnabled(True)

@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
 from engine.edit.planning import PlannedStep
+from engine.edit.session import NothingToDoError
 
 from .document import SESSION_SUFFIX, Document, StudioSession, load_session_file, save_session_file
 from .imaging import thumbnail, to_qimage
@@ -188,7 +189,10 @@ class StudioController(QObject):
 
             def work(progress, cancel):
                 start = time.perf_counter()
-                plan = clone.apply(text, restorer, progress=progress, cancel=cancel)
+                try:
+                    plan = clone.apply(text, restorer, progress=progress, cancel=cancel)
+                except NothingToDoError as exc:
+                    plan = exc.plan
                 added = len(clone.steps) - state["before"]
                 result = display = thumb = None
                 if added:

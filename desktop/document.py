@@ -20,7 +20,8 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage, QUndoStack
 
-from engine.edit.session import EditSession, Recipe, SessionError, Step, _sub_progress
+from engine.edit.runners import Runners
+from engine.edit.session import EditSession, Recipe, SessionError, Step
 from engine.io.images import Picture
 from engine.jobs import CancelToken, ProgressCallback, check
 
@@ -67,13 +68,15 @@ class StudioSession(EditSession):
         stale = [i for i, s in enumerate(self.steps) if s.stale]
         for n, i in enumerate(stale):
             check(cancel)
-            step, sub = self.steps[i], _sub_progress(progress, n, len(stale))
+            step = self.steps[i]
+            sub = None if progress is None else (
+                lambda d, t, n=n: progress(int(1000 * (n + d / max(t, 1)) / len(stale)), 1000))
             if isinstance(step, SpireStep):
                 if self.spire is None:
                     raise UserFacingError("Recomputing a SPIRE step needs SPIRE mode, which is not loaded.")
                 delta, secs = run_spire(self.spire, self.input_of(i), step, sub, cancel)
             else:
-                delta, secs = self._run(restorer, self.input_of(i), step.instruction, sub, cancel)
+                delta, secs = Runners(restorer).run(self.input_of(i), step, progress=sub, cancel=cancel)
             self.steps[i] = replace(step, delta=delta, stale=False, seconds=secs)
             self._changed(i)
 

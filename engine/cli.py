@@ -15,13 +15,17 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from engine.edit.upsampling import DEFAULT_MAX_RESULT_PIXELS
+from engine.errors import StudioError
 from engine.serve import server as serve_cli
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 130
 
 
-class CliError(Exception):
+class CliError(StudioError):
     """A failure to report in one readable line (no traceback)."""
+
+    code = "usage"
 
 
 def _restorer(args):
@@ -47,6 +51,13 @@ def _progress_into(bar):
     return update
 
 
+def _report_plan(plan) -> None:
+    for step in plan:
+        mark = "applied" if step.actionable else "skipped"
+        print(f"  {mark}: {step.text!r} -> {step.intent} ({step.confidence:.0%}), strength {step.strength:.2f}"
+              + (f" | {step.message}" if step.message else ""), file=sys.stderr)
+
+
 def cmd_restore(args) -> int:
     from engine.edit.session import EditSession
     from engine.io.images import load_image, output_path_for, save_image
@@ -57,19 +68,10 @@ def cmd_restore(args) -> int:
     if out.exists() and not args.overwrite:
         raise CliError(f"{out} already exists; pass --overwrite to replace it")
     restorer = _restorer(args)
-    session = EditSession(picture.rgb)
+    session = EditSession(picture.rgb, max_result_pixels=int(args.max_result_mp * 1e6))
     with _bar("restoring") as bar:
-        plan = session.apply(args.instruction, restorer, progress=_progress_into(bar))
-    for step in plan:
-        mark = "applied" if step.actionable else "skipped"
-        print(f"  {mark}: {step.text!r} -> {step.intent} ({step.confidence:.0%}), strength {step.strength:.2f}"
-              + (f" | {step.message}" if step.message else ""), file=sys.stderr)
-    if not session.steps:
-        raise CliError("nothing to do: no part of the instruction was a restoration request")
-    if args.strength is not None:
-        for i in range(len(session.steps)):
-            session.set_strength(i, args.strength)
-        session.refresh(restorer)
+        plan = session.apply(args.instruction, restorer, strength=args.strength, progress=_progress_into(bar))
+    _report_plan(plan)
     path = save_image(picture.with_rgb(session.result()), out, overwrite=args.overwrite, quality=args.quality)
     print(path)
     return 0
@@ -77,7 +79,8 @@ def cmd_restore(args) -> int:
 
 def cmd_batch(args) -> int:
     from engine.edit.batch import collect_inputs, plan_outputs, run_batch
-    from engine.edit.session import Recipe
+    from engine.edit.recipes import Recipe
+    from engine.edit.session import EditSession
     from engine.jobs import CancelToken
 
     if bool(args.instruction) == bool(args.recipe):
@@ -88,28 +91,33 @@ def cmd_batch(args) -> int:
         raise CliError("no images found in the given paths")
     restorer = _restorer(args)
     if recipe is None:
-        from engine.edit.planning import plan_instruction
+        # Planned once, on a stand-in image: every photo then replays the same steps (sizes follow each photo).
+        import numpy as np
 
-        plan = plan_instruction(args.instruction, restorer, no_op_classes=restorer.bundle.no_op_classes)
-        steps = [(p.text, args.strength if args.strength is not None else p.strength) for p in plan if p.actionable]
+        plan, steps = EditSession(np.zeros((1, 1, 3), np.float32)).plan_steps(args.instruction, restorer,
+                                                                              strength=args.strength)
+        _report_plan(plan)
         if not steps:
-            raise CliError("nothing to do: " + "; ".join(p.message for p in plan))
-        recipe = Recipe(steps, restorer.name)
+            from engine.edit.session import NothingToDoError
+
+            raise NothingToDoError(plan)
+        recipe = Recipe.from_steps(steps)
     cancel = CancelToken()
     from tqdm import tqdm
 
     with tqdm(total=len(items), desc="batch", unit="file", file=sys.stderr, disable=None) as bar:
         def on_event(item, index, total, fraction):
-            if item.status in ("done", "skipped", "failed"):
-                bar.n = sum(1 for i in items if i.status in ("done", "skipped", "failed"))
+            if item.status.finished:
+                bar.n = sum(1 for i in items if i.status.finished)
                 bar.set_postfix_str(item.source.name)
                 bar.refresh()
-                if item.status == "failed":
+                if item.status is item.status.FAILED:
                     tqdm.write(f"failed: {item.source}: {item.error}", file=sys.stderr)
 
         try:
             report = run_batch(items, recipe, restorer, fmt=args.format, overwrite=args.overwrite,
-                               quality=args.quality, on_event=on_event, cancel=cancel)
+                               quality=args.quality, on_event=on_event, cancel=cancel,
+                               max_result_pixels=int(args.max_result_mp * 1e6))
         except KeyboardInterrupt:
             cancel.cancel()
             raise
@@ -170,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--strength", type=float, help="override every step's strength (0..1)")
         p.add_argument("--overwrite", action="store_true", help="replace existing output files")
         p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality of outputs")
+        p.add_argument("--max-result-mp", type=float, default=DEFAULT_MAX_RESULT_PIXELS / 1e6, metavar="MP",
+                       help="refuse up-sampling to more megapixels than this (default %(default).0f)")
 
     p = sub.add_parser("restore", help="restore one photo")
     p.add_argument("input")
@@ -208,22 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    from engine.edit.planning import EmptyInstructionError
-    from engine.edit.session import SessionError
-    from engine.io.images import ImageError
     from engine.jobs import Cancelled
-    from engine.model.devices import DeviceError
-    from engine.model.hub import ModelDownloadError
-    from engine.model.registry import ModelNotFoundError
-    from engine.model.text import TextEncoderError
 
     try:
         return args.func(args)
     except (KeyboardInterrupt, Cancelled):
         print("cancelled; no partial output was written", file=sys.stderr)
         return EXIT_CANCELLED
-    except (CliError, ImageError, EmptyInstructionError, ModelNotFoundError, SessionError, FileNotFoundError,
-            ModelDownloadError, DeviceError, TextEncoderError) as exc:
+    except (StudioError, FileNotFoundError) as exc:
         print(f"instructir: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -93,7 +93,8 @@ class FakeRestorer:
 
     def understand(self, text: str) -> FakeIntent:
         t = text.lower()
-        for key, label in (("noise", "noise"), ("bright", "low-light"), ("dark", "low-light"), ("blur", "blur")):
+        for key, label in (("noise", "noise"), ("bright", "low-light"), ("dark", "low-light"), ("blur", "blur"),
+                           ("upscal", "upsampling"), ("bigger", "upsampling")):
             if key in t:
                 return FakeIntent(label, 0.9, {})
         return FakeIntent("unrelated", 0.8, {})
@@ -113,6 +114,8 @@ class FakeRestorer:
         label = self.understand(instruction).label
         if label == "low-light":
             return np.clip(image * 1.5 + 0.05, 0, 1).astype(np.float32)
+        if label == "upsampling":  # a sharpening-like refinement that keeps the size it is given
+            return np.clip(image * 1.1 - 0.05, 0, 1).astype(np.float32)
         return (image * 0.5 + 0.25).astype(np.float32)
 
 

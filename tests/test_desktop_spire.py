@@ -232,7 +232,7 @@ def test_stale_spire_steps_are_recomputed_with_spire_and_survive_session_files(q
     np.testing.assert_allclose(spire.calls[-1]["input"], window.document.session.result(0), atol=1e-6)
     assert spire.calls[-1]["semantic"] == "a gradient" and spire.calls[-1]["steps"] == 3
     assert not window.document.session.stale and isinstance(window.document.steps[1], SpireStep)
-    assert [text for text, _ in window.document.session.to_recipe().steps] == ["remove the noise"]
+    assert [r.instruction for r in window.document.session.to_recipe().steps] == ["remove the noise"]
 
     path = save_session_file(tmp_path / "s.irsession", window.document.session, window.document.picture)
     session, _ = load_session_file(path)

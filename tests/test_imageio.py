@@ -23,7 +23,8 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from engine.io import images as imageio  # noqa: E402
+from engine.errors import StudioError  # noqa: E402
+from engine.io import atomic  # noqa: E402
 from engine.io.images import (  # noqa: E402
     DEFAULT_MAX_PIXELS,
     SUPPORTED_WRITE_FORMATS,
@@ -507,14 +508,14 @@ def test_full_disk_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Mon
         os.write(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(imageio, "_write_bytes", full_disk)
+    monkeypatch.setattr(atomic, "_write_all", full_disk)
     pic = picture_from_array(rand8(8, 8, 3))
     dest = tmp_path / "old.png"
     dest.write_bytes(b"old contents")
-    with pytest.raises(ImageError, match="disk space.*old.png"):
+    with pytest.raises(StudioError, match="disk space.*old.png"):
         save_image(pic, dest, overwrite=True)
     assert dest.read_bytes() == b"old contents"
-    with pytest.raises(ImageError, match="disk space"):
+    with pytest.raises(StudioError, match="disk space"):
         save_image(pic, tmp_path / "new.tif", bit_depth=16)
     assert not (tmp_path / "new.tif").exists()
     assert no_temp_files(tmp_path)

@@ -10,6 +10,7 @@ no partial ones.
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -17,19 +18,35 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.edit.session import EditSession, Recipe
-from engine.io.images import IMAGE_SUFFIXES, ImageError, Picture, load_image, save_image
+from engine.edit.recipes import Recipe
+from engine.edit.session import EditSession
+from engine.edit.upsampling import DEFAULT_MAX_RESULT_PIXELS
+from engine.errors import StudioError
+from engine.io.images import IMAGE_SUFFIXES, Picture, load_image, save_image
 from engine.jobs import Cancelled, CancelToken
 
 FORMAT_SUFFIX = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png", "tiff": ".tif", "tif": ".tif", "webp": ".webp",
                  "bmp": ".bmp"}
 
 
+class BatchStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"  # the output already existed (a resumed batch)
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (BatchStatus.DONE, BatchStatus.SKIPPED, BatchStatus.FAILED)
+
+
 @dataclass
 class BatchItem:
     source: Path
     output: Path
-    status: str = "pending"  # pending | running | done | skipped | failed | cancelled
+    status: BatchStatus = BatchStatus.PENDING
     error: str = ""
     seconds: float = 0.0
 
@@ -39,18 +56,20 @@ class BatchReport:
     items: list[BatchItem] = field(default_factory=list)
     cancelled: bool = False
 
-    def count(self, status: str) -> int:
+    def count(self, status: BatchStatus) -> int:
         return sum(1 for i in self.items if i.status == status)
 
     @property
     def failed(self) -> list[BatchItem]:
-        return [i for i in self.items if i.status == "failed"]
+        return [i for i in self.items if i.status is BatchStatus.FAILED]
 
     def summary(self) -> str:
-        parts = [f"{self.count('done')} restored", f"{self.count('skipped')} skipped (already done)",
-                 f"{self.count('failed')} failed"]
+        parts = [f"{self.count(BatchStatus.DONE)} restored",
+                 f"{self.count(BatchStatus.SKIPPED)} skipped (already done)",
+                 f"{self.count(BatchStatus.FAILED)} failed"]
         if self.cancelled:
-            parts.append(f"cancelled with {self.count('pending') + self.count('cancelled')} not processed")
+            left = self.count(BatchStatus.PENDING) + self.count(BatchStatus.CANCELLED)
+            parts.append(f"cancelled with {left} not processed")
         return ", ".join(parts)
 
 
@@ -88,13 +107,13 @@ def plan_outputs(inputs: list[tuple[Path, Path]], out_dir: Path, fmt: str | None
 
 def run_batch(items: list[BatchItem], recipe: Recipe, restorer, *, fmt: str | None = None, overwrite: bool = False,
               quality: int = 95, on_event: BatchCallback | None = None,
-              cancel: CancelToken | None = None) -> BatchReport:
+              cancel: CancelToken | None = None, max_result_pixels: int = DEFAULT_MAX_RESULT_PIXELS) -> BatchReport:
     """Process ``items`` in order; never raises for a bad file, only records it."""
     report = BatchReport(items)
     todo = []
     for item in items:
         if item.output.exists() and not overwrite:
-            item.status = "skipped"
+            item.status = BatchStatus.SKIPPED
             _emit(on_event, item, items, 1.0)
         else:
             todo.append(item)
@@ -114,21 +133,22 @@ def run_batch(items: list[BatchItem], recipe: Recipe, restorer, *, fmt: str | No
                 report.cancelled = True
                 break
             future, pending_load = pending_load, (pool.submit(load, todo[n + 1]) if n + 1 < len(todo) else None)
-            item.status = "running"
+            item.status = BatchStatus.RUNNING
             _emit(on_event, item, items, 0.0)
             t = time.perf_counter()
             try:
                 picture = future.result()
                 session = EditSession.replay(recipe, picture.rgb, restorer, cancel=cancel,
+                                             max_result_pixels=max_result_pixels,
                                              progress=lambda d, o, it=item: _emit(on_event, it, items, d / max(o, 1)))
                 pending_saves.append((item, pool.submit(save, item, picture.with_rgb(session.result()))))
             except Cancelled:
-                item.status = "cancelled"
+                item.status = BatchStatus.CANCELLED
                 report.cancelled = True
                 _emit(on_event, item, items, 0.0)
                 break
-            except (ImageError, OSError, ValueError, RuntimeError) as exc:
-                item.status, item.error = "failed", str(exc)
+            except (StudioError, OSError, ValueError, RuntimeError) as exc:
+                item.status, item.error = BatchStatus.FAILED, str(exc)
                 _emit(on_event, item, items, 1.0)
             item.seconds = time.perf_counter() - t
             _finish_saves(pending_saves, on_event, items, wait=False)
@@ -146,9 +166,9 @@ def _finish_saves(pending: list[tuple[BatchItem, Future]], on_event, items, *, w
         pending.remove(entry)
         try:
             future.result()
-            item.status = "done"
-        except (ImageError, OSError) as exc:
-            item.status, item.error = "failed", str(exc)
+            item.status = BatchStatus.DONE
+        except (StudioError, OSError) as exc:
+            item.status, item.error = BatchStatus.FAILED, str(exc)
         _emit(on_event, item, items, 1.0)
 
 

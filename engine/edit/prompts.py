@@ -19,6 +19,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from engine.errors import StudioError
+
 # --- degree words (shared with engine.edit.planning) -------------------------------
 
 DEFAULT_STRENGTH = 1.0
@@ -26,11 +28,13 @@ DEFAULT_STRENGTH = 1.0
 FULL_STRENGTH_SIGMA = 0.2
 
 #: Degree phrases and the strength they mean. Ordered: longer phrases first so "a little bit" wins over "a bit".
+#: "barely" only as a degree of the fix ("barely sharpen it"), not of a symptom ("you can barely see anyone").
 DEGREES: tuple[tuple[str, float], ...] = (
     (r"as much as (?:possible|you can)|completely|fully|entirely|totally|aggressively|max(?:imum)?|all the way", 1.0),
     (r"a lot|a great deal|strongly|heavily|significantly|much more|really|very much|hard", 1.0),
     (r"moderately|medium|halfway|reasonably|fairly|somewhat", 0.7),
-    (r"just a (?:touch|hair|tad|smidge)|a tiny bit|very (?:slightly|lightly|gently|subtly)|barely|the tiniest", 0.25),
+    (r"just a (?:touch|hair|tad|smidge)|a tiny bit|very (?:slightly|lightly|gently|subtly)|the tiniest|"
+     r"barely(?!\s+(?:see|seen|visible|noticeable|make|recogni[sz]e|read|tell|anything|any|there))", 0.25),
     (r"a little bit|a little|a bit|slightly|a touch|a tad|gently|lightly|subtly|mildly|softly|a small amount|"
      r"not too much|just a little|kinda|kind of", 0.5),
 )
@@ -93,8 +97,10 @@ BLIND_TEXT = "Remove all degradation"
 EXAMPLE = "Deblur with sigma 3.0; Denoise with sigma 0.06; Upsample to 4x; Dejpeg with quality 40"
 
 
-class PromptError(ValueError):
+class PromptError(StudioError, ValueError):
     """A restoration prompt (or instruction) that cannot be understood; the message says how to fix it."""
+
+    code = "prompt"
 
 
 class PromptConflictError(PromptError):

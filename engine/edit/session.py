@@ -1,11 +1,18 @@
-"""An edit session: the original photo plus ordered, re-weightable restoration steps.
+"""An edit session: the original photo plus ordered, re-weightable steps. The one way to run an instruction.
 
-Each step keeps the network's correction ``delta = network(input) - input``.
-Its result is ``input + strength * delta``, so a strength can change after the
-fact without re-running the network. Changing an earlier step changes the input
-of later ones: those are marked stale and previewed by re-applying their old
-correction until ``refresh`` recomputes them exactly. Undo/redo restore
-snapshots of the step list (corrections are shared, never copied).
+``apply`` plans what the user typed (``engine.edit.planning``), sets each
+step's strength (the planned degree, an override, or a scale) *before*
+anything runs, checks the size an up-sampling step would make, then runs each
+step once through its runner (``engine.edit.runners``). The CLI, batch, the
+engine server and the desktop app all call it; none plans, blends or
+refreshes on its own.
+
+Each step keeps its correction (see ``engine.edit.steps``), so a strength can
+change afterwards without re-running a network. Changing an earlier step
+changes the input of later ones: those are marked stale and previewed with
+their old correction until ``refresh`` recomputes them exactly. Undo lives in
+the front end (the desktop app's QUndoStack swaps step lists with
+``set_steps``).
 """
 
 from __future__ import annotations
@@ -13,135 +20,93 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from engine.edit.planning import PlannedStep, plan_instruction
+from engine.edit.recipes import Recipe, RecipeStep
+from engine.edit.runners import Runners
+from engine.edit.steps import UPSAMPLING_INTENT, SessionError, Step, StepKind, render
+from engine.edit.upsampling import DEFAULT_MAX_RESULT_PIXELS, check_result_size, parse_enlargement
+from engine.errors import StudioError
+from engine.io.atomic import atomic_path
 from engine.jobs import CancelToken, ProgressCallback, check
 
+__all__ = ["EditSession", "NothingToDoError", "Recipe", "SessionError", "SpireOptions", "Step", "StepKind"]
+
 SESSION_FORMAT = "instructir-session"
-RECIPE_FORMAT = "instructir-recipe"
+SESSION_VERSION = 2
 
 
-class SessionError(ValueError):
-    """A session or recipe file is unreadable or of the wrong kind."""
+class NothingToDoError(StudioError):
+    """No part of the instruction is a restoration request; ``plan`` says why for each part."""
+
+    code = "nothing-to-do"
+
+    def __init__(self, plan: list[PlannedStep]) -> None:
+        reasons = "; ".join(p.message or f"'{p.text}' is not a restoration request" for p in plan)
+        super().__init__(f"Nothing to do: {reasons}" if reasons else "Nothing to do.")
+        self.plan = plan
 
 
-@dataclass
-class Step:
-    """One applied instruction."""
+@dataclass(frozen=True)
+class SpireOptions:
+    """How a SPIRE step samples (``mode=StepKind.SPIRE``); the restoration prompt comes from the instruction."""
 
-    instruction: str
-    intent: str
-    confidence: float
-    strength: float
-    model: str
-    delta: np.ndarray | None = field(default=None, repr=False)
-    stale: bool = False
-    seconds: float = 0.0
-
-    def meta(self) -> dict:
-        d = asdict(self)
-        d.pop("delta")
-        return d
-
-
-@dataclass
-class Recipe:
-    """Instructions and strengths that can be replayed on other photos."""
-
-    steps: list[tuple[str, float]]
-    model: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"format": RECIPE_FORMAT, "version": 1, "model": self.model,
-                "steps": [{"instruction": i, "strength": s} for i, s in self.steps]}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Recipe:
-        if data.get("format") != RECIPE_FORMAT:
-            raise SessionError("not an InstructIR recipe (missing format: instructir-recipe)")
-        try:
-            steps = [(str(s["instruction"]), float(s.get("strength", 1.0))) for s in data["steps"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SessionError(f"malformed recipe step: {exc}") from exc
-        if not steps:
-            raise SessionError("the recipe has no steps")
-        return cls(steps, data.get("model"))
-
-    def save(self, path: str | os.PathLike) -> Path:
-        return _write_atomic(Path(path), json.dumps(self.to_dict(), indent=2).encode())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Recipe:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SessionError(f"cannot read recipe {path}: {exc}") from exc
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    semantic: str = ""
+    sampling_steps: int = 50
+    guidance: float = 5.0
+    seed: int = 0
 
 
 class EditSession:
     """The document: original pixels + steps. Front ends render ``result()``."""
 
-    def __init__(self, original: np.ndarray) -> None:
+    def __init__(self, original: np.ndarray, *, max_result_pixels: int = DEFAULT_MAX_RESULT_PIXELS) -> None:
         if original.ndim != 3 or original.shape[2] != 3:
             raise ValueError("an edit session needs an HxWx3 image")
         self.original = np.ascontiguousarray(original, dtype=np.float32)
         self.steps: list[Step] = []
-        self._undo: list[list[Step]] = []
-        self._redo: list[list[Step]] = []
+        self.max_result_pixels = max_result_pixels
         self._cache: dict[int, np.ndarray] = {}
 
     # --- state --------------------------------------------------------------
 
-    def _snapshot(self) -> list[Step]:
-        return [replace(s) for s in self.steps]
+    def clone(self) -> EditSession:
+        """An independent session over the same arrays (corrections and original are shared, never copied)."""
+        other = type(self)(self.original, max_result_pixels=self.max_result_pixels)
+        other.steps = [replace(s) for s in self.steps]
+        return other
 
-    def _push_undo(self) -> None:
-        self._undo.append(self._snapshot())
-        self._redo.clear()
+    def set_steps(self, steps: list[Step], result: np.ndarray | None = None) -> None:
+        """Make ``steps`` current (an undo/redo swap); ``result`` seeds the render cache when already known."""
+        self.steps = [replace(s) for s in steps]
+        self._changed(0)
+        if result is not None and self.steps:
+            self._cache[len(self.steps) - 1] = result
 
     def _changed(self, from_index: int = 0) -> None:
         for k in [k for k in self._cache if k >= from_index]:
             del self._cache[k]
 
     @property
-    def can_undo(self) -> bool:
-        return bool(self._undo)
+    def stale(self) -> bool:
+        return any(s.stale for s in self.steps)
 
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._redo)
+    def stale_kinds(self) -> set[StepKind]:
+        """Which runners a ``refresh`` needs."""
+        return {s.kind for s in self.steps if s.stale}
 
-    def undo(self) -> None:
-        if self._undo:
-            self._redo.append(self._snapshot())
-            self.steps = self._undo.pop()
-            self._changed()
-
-    def redo(self) -> None:
-        if self._redo:
-            self._undo.append(self._snapshot())
-            self.steps = self._redo.pop()
-            self._changed()
+    def size_after(self, index: int | None = None) -> tuple[int, int]:
+        """(height, width) of the image after step ``index`` (default: the last), computed without rendering."""
+        h, w = self.original.shape[:2]
+        last = len(self.steps) - 1 if index is None else index
+        for step in self.steps[: last + 1]:
+            h, w = step.output_size(h, w)
+        return h, w
 
     # --- rendering ----------------------------------------------------------
 
@@ -155,118 +120,158 @@ class EditSession:
         if index < 0:
             return self.original
         if index not in self._cache:
-            step = self.steps[index]
-            base = self.input_of(index)
-            self._cache[index] = np.clip(base + step.strength * step.delta, 0, 1, dtype=np.float32)
+            self._cache[index] = render(self.steps[index], self.input_of(index))
         return self._cache[index]
-
-    @property
-    def stale(self) -> bool:
-        return any(s.stale for s in self.steps)
 
     # --- editing ------------------------------------------------------------
 
-    def _run(self, restorer, index_input: np.ndarray, instruction: str, progress, cancel) -> np.ndarray:
-        import time
+    def plan_steps(self, instruction: str, runners, *, strength: float | None = None, scale: float = 1.0,
+                   mode: StepKind = StepKind.INSTRUCTIR,
+                   spire: SpireOptions | None = None) -> tuple[list[PlannedStep], list[Step]]:
+        """The plan of ``instruction`` and the steps it would add, strengths final, nothing run yet."""
+        runners = Runners.of(runners)
+        if mode is StepKind.SPIRE:
+            from engine.edit.prompts import from_instruction
 
-        t = time.perf_counter()
-        out = restorer.restore(index_input, instruction, progress=progress, cancel=cancel)
-        return out - index_input, time.perf_counter() - t
-
-    def apply(self, instruction: str, restorer, *, progress: ProgressCallback | None = None,
-              cancel: CancelToken | None = None) -> list[PlannedStep]:
-        """Plan ``instruction`` and run each actionable part as a new step (one undo entry).
-
-        Returns the plan, no-op parts included, so a front end can explain it.
-        A cancelled run adds nothing.
-        """
+            prompt = str(from_instruction(instruction))
+            opts = spire or SpireOptions()
+            weight = _weigh(1.0, strength, scale)
+            plan = [PlannedStep(instruction.strip(), "spire", 1.0, weight, True)]
+            params = {"prompt": prompt, "semantic": " ".join(opts.semantic.split()),
+                      "sampling_steps": int(opts.sampling_steps), "guidance": float(opts.guidance),
+                      "seed": int(opts.seed)}
+            return plan, [Step(instruction.strip(), "spire", 1.0, weight, "SPIRE", kind=StepKind.SPIRE,
+                               params=params)]
+        restorer = runners.for_kind(StepKind.INSTRUCTIR).restorer
         plan = plan_instruction(instruction, restorer, no_op_classes=restorer.bundle.no_op_classes)
-        todo = [p for p in plan if p.actionable]
-        if not todo:
-            return plan
-        self.refresh(restorer, progress=progress, cancel=cancel)
-        new_steps: list[Step] = []
-        current = self.result()
-        for n, part in enumerate(todo):
-            check(cancel)
-            sub = _sub_progress(progress, n, len(todo))
-            delta, secs = self._run(restorer, current, part.text, sub, cancel)
-            step = Step(part.text, part.intent, part.confidence, part.strength, restorer.name, delta, seconds=secs)
-            new_steps.append(step)
-            current = np.clip(current + step.strength * delta, 0, 1)
-        self._push_undo()
-        self.steps.extend(new_steps)
+        steps = []
+        for part in plan:
+            if not part.actionable:
+                continue
+            if part.intent == UPSAMPLING_INTENT:
+                kind, params = StepKind.UPSAMPLE, parse_enlargement(part.text).to_params()
+            else:
+                kind, params = StepKind.INSTRUCTIR, {}
+            steps.append(Step(part.text, part.intent, part.confidence, _weigh(part.strength, strength, scale),
+                              restorer.name, kind=kind, params=params))
+        return plan, steps
+
+    def apply(self, instruction: str, runners, *, strength: float | None = None, scale: float = 1.0,
+              mode: StepKind = StepKind.INSTRUCTIR, spire: SpireOptions | None = None,
+              progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> list[PlannedStep]:
+        """Plan ``instruction``, weigh, and run each actionable part once as a new step.
+
+        ``runners``: a :class:`~engine.edit.runners.Runners` or a bare restorer.
+        ``strength`` overrides every step's strength, ``scale`` multiplies the
+        planned ones. Returns the plan (no-op parts included) so a front end can
+        explain it; raises ``NothingToDoError`` when nothing is actionable. A
+        cancelled or failed run adds nothing.
+        """
+        runners = Runners.of(runners)
+        plan, new = self.plan_steps(instruction, runners, strength=strength, scale=scale, mode=mode, spire=spire)
+        if not new:
+            raise NothingToDoError(plan)
+        self.extend(new, runners, progress=progress, cancel=cancel)
         return plan
 
+    def extend(self, new: list[Step], runners, *, progress: ProgressCallback | None = None,
+               cancel: CancelToken | None = None) -> None:
+        """Run ``new`` (steps without corrections) after the current ones and append them, all or nothing."""
+        runners = Runners.of(runners)
+        h, w = self.size_after()
+        sizes = []
+        for step in new:
+            h, w = step.output_size(h, w)
+            check_result_size(h, w, self.max_result_pixels)
+            sizes.append(h * w)
+        stale = [i for i, s in enumerate(self.steps) if s.stale]
+        weights = [self._pixels_of(i) for i in stale] + sizes
+        slices = _slices(progress, weights)
+        self._refresh(runners, stale, slices[: len(stale)], cancel)
+        current = self.result()
+        done: list[Step] = []
+        for step, sub in zip(new, slices[len(stale):]):
+            check(cancel)
+            delta, secs = runners.run(current, step, progress=sub, cancel=cancel)
+            step = replace(step, delta=delta, seconds=secs)
+            current = render(step, current)
+            done.append(step)
+        check(cancel)
+        start = len(self.steps)
+        self.steps.extend(done)
+        self._cache[start + len(done) - 1] = current
+
     def add_step(self, step: Step) -> None:
-        """Append a computed step (used by replay and by front ends that run the network themselves)."""
-        self._push_undo()
+        """Append a computed step (a front end that made the correction itself, e.g. a loaded session)."""
         self.steps.append(step)
 
-    def set_strength(self, index: int, strength: float, *, merge: bool = False) -> None:
-        """Re-weight a step; later steps become stale (previewed until ``refresh``).
-
-        ``merge`` folds consecutive changes of the same step into one undo entry
-        (a slider being dragged).
-        """
+    def set_strength(self, index: int, strength: float) -> None:
+        """Re-weight a step; later steps become stale (previewed until ``refresh``)."""
         strength = float(min(1.0, max(0.0, strength)))
-        if not merge or not self._undo:
-            self._push_undo()
         self.steps[index] = replace(self.steps[index], strength=strength)
-        for j in range(index + 1, len(self.steps)):
-            self.steps[j] = replace(self.steps[j], stale=True)
-        self._changed(index)
+        self._mark_stale_after(index)
 
     def remove_step(self, index: int) -> None:
-        self._push_undo()
         del self.steps[index]
-        for j in range(index, len(self.steps)):
-            self.steps[j] = replace(self.steps[j], stale=True)
-        self._changed(index)
+        self._mark_stale_after(index - 1)
 
-    def refresh(self, restorer, *, progress: ProgressCallback | None = None,
+    def _mark_stale_after(self, index: int) -> None:
+        for j in range(index + 1, len(self.steps)):
+            self.steps[j] = replace(self.steps[j], stale=True)
+        self._changed(max(index, 0))
+
+    def _pixels_of(self, index: int) -> int:
+        h, w = self.size_after(index)
+        return h * w
+
+    def refresh(self, runners, *, progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None) -> None:
-        """Recompute stale steps exactly with the network (no undo entry)."""
+        """Recompute stale steps exactly, each with the runner of its kind."""
         stale = [i for i, s in enumerate(self.steps) if s.stale]
-        for n, i in enumerate(stale):
+        self._refresh(Runners.of(runners), stale, _slices(progress, [self._pixels_of(i) for i in stale]), cancel)
+
+    def _refresh(self, runners: Runners, stale: list[int], slices: list, cancel: CancelToken | None) -> None:
+        for i, sub in zip(stale, slices):
             check(cancel)
-            delta, secs = self._run(restorer, self.input_of(i), self.steps[i].instruction,
-                                    _sub_progress(progress, n, len(stale)), cancel)
+            delta, secs = runners.run(self.input_of(i), self.steps[i], progress=sub, cancel=cancel)
             self.steps[i] = replace(self.steps[i], delta=delta, stale=False, seconds=secs)
             self._changed(i)
 
     # --- recipes ------------------------------------------------------------
 
     def to_recipe(self) -> Recipe:
-        model = self.steps[0].model if self.steps else None
-        return Recipe([(s.instruction, s.strength) for s in self.steps], model)
+        return Recipe.from_steps(self.steps)
 
     @classmethod
-    def replay(cls, recipe: Recipe, image: np.ndarray, restorer, *, progress: ProgressCallback | None = None,
-               cancel: CancelToken | None = None) -> EditSession:
-        """Apply a recipe's steps, in order and at their strengths, to a new image."""
-        session = cls(image)
-        for n, (instruction, strength) in enumerate(recipe.steps):
-            check(cancel)
-            intent = restorer.understand(instruction)
-            delta, secs = session._run(restorer, session.result(), instruction,
-                                       _sub_progress(progress, n, len(recipe.steps)), cancel)
-            session.steps.append(Step(instruction, intent.label, intent.confidence, strength, restorer.name,
-                                      delta, seconds=secs))
+    def replay(cls, recipe: Recipe, image: np.ndarray, runners, *, progress: ProgressCallback | None = None,
+               cancel: CancelToken | None = None, max_result_pixels: int = DEFAULT_MAX_RESULT_PIXELS) -> EditSession:
+        """Apply a recipe's steps, in order, at their strengths and sizes, to a new image."""
+        runners = Runners.of(runners)
+        session = cls(image, max_result_pixels=max_result_pixels)
+        restorer = runners.for_kind(StepKind.INSTRUCTIR).restorer
+        new = []
+        for rs in recipe.steps:
+            intent = restorer.understand(rs.instruction)
+            new.append(_step_from_recipe(rs, intent, restorer.name))
+        session.extend(new, runners, progress=progress, cancel=cancel)
         return session
 
     # --- files --------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Lossless session file: a zip of JSON metadata and float32 arrays."""
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            meta = {"format": SESSION_FORMAT, "version": 1, "steps": [s.meta() for s in self.steps]}
+    def save(self, path: str | os.PathLike, extras: dict[str, bytes] | None = None) -> Path:
+        """Lossless session file: a zip of JSON metadata and float32 arrays, written atomically.
+
+        ``extras``: more zip entries a front end keeps beside the engine's (read back with ``read_extras``).
+        """
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            meta = {"format": SESSION_FORMAT, "version": SESSION_VERSION, "steps": [s.meta() for s in self.steps]}
             zf.writestr("session.json", json.dumps(meta, indent=2))
             _write_array(zf, "original.npy", self.original)
             for i, s in enumerate(self.steps):
                 _write_array(zf, f"delta_{i}.npy", s.delta)
-        return _write_atomic(Path(path), buf.getvalue())
+            for name, data in (extras or {}).items():
+                zf.writestr(name, data)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EditSession:
@@ -284,6 +289,27 @@ class EditSession:
             raise SessionError(f"cannot read session {path}: {exc}") from exc
         return session
 
+    @staticmethod
+    def read_extras(path: str | os.PathLike, prefix: str) -> dict[str, bytes]:
+        """The zip entries under ``prefix`` that a front end stored with ``save(extras=...)``."""
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return {n: zf.read(n) for n in zf.namelist() if n.startswith(prefix)}
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise SessionError(f"cannot read session {path}: {exc}") from exc
+
+
+def _weigh(planned: float, strength: float | None, scale: float) -> float:
+    value = planned if strength is None else strength
+    return float(min(1.0, max(0.0, value * scale)))
+
+
+def _step_from_recipe(rs: RecipeStep, intent, model: str) -> Step:
+    params = dict(rs.params)
+    if rs.kind is StepKind.UPSAMPLE and not params:
+        params = parse_enlargement(rs.instruction).to_params()
+    return Step(rs.instruction, intent.label, intent.confidence, rs.strength, model, kind=rs.kind, params=params)
+
 
 def _write_array(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
     b = io.BytesIO()
@@ -295,12 +321,21 @@ def _read_array(zf: zipfile.ZipFile, name: str) -> np.ndarray:
     return np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
 
 
-def _sub_progress(progress: ProgressCallback | None, n: int, total: int) -> ProgressCallback | None:
-    """Map a sub-job's progress into its slice of the whole (in thousandths)."""
+def _slices(progress: ProgressCallback | None, weights: list[int]) -> list[ProgressCallback | None]:
+    """One progress callback per sub-job, each mapped onto its share (by weight) of 0..1000."""
     if progress is None:
-        return None
+        return [None] * len(weights)
+    total = float(sum(weights)) or 1.0
+    out, start = [], 0.0
+    for w in weights:
+        out.append(_Slice(progress, start / total, w / total))
+        start += w
+    return out
 
-    def sub(done: int, of: int) -> None:
-        progress(int(1000 * (n + done / max(of, 1)) / total), 1000)
 
-    return sub
+class _Slice:
+    def __init__(self, progress: ProgressCallback, start: float, share: float) -> None:
+        self.progress, self.start, self.share = progress, start, share
+
+    def __call__(self, done: int, total: int) -> None:
+        self.progress(int(1000 * (self.start + self.share * done / max(total, 1))), 1000)

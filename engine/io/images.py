@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import io
 import logging
 import os
 import struct
 import sys
-import tempfile
 import threading
 import warnings
 import zlib
@@ -45,6 +43,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, TiffImagePlugin, TiffTags, UnidentifiedImageError, features
+
+from engine.errors import StudioError
+from engine.io import atomic
+from engine.io.atomic import OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +67,28 @@ __all__ = [
 ]
 
 
-class ImageError(Exception):
+class ImageError(StudioError):
     """Any problem reading or writing a photo; the message is shown to the user."""
+
+    code = "image"
 
 
 class UnsupportedImageError(ImageError):
     """The file is not an image, or is in a format/colour space we cannot read or write."""
 
+    code = "unsupported-image"
+
 
 class CorruptImageError(ImageError):
     """The file looks like an image but its data is truncated or broken."""
+
+    code = "corrupt-image"
 
 
 class ImageTooLargeError(ImageError):
     """The image has more pixels than allowed (guards against decompression bombs)."""
 
-
-class OutputExistsError(ImageError):
-    """Refusing to overwrite an existing file (or the original photo)."""
+    code = "image-too-large"
 
 
 DEFAULT_MAX_PIXELS = 200_000_000
@@ -139,8 +145,6 @@ _MAGIC = (
 )
 
 _bomb_lock = threading.RLock()  # re-entrant: a guarded decode may re-open the file
-_umask = os.umask(0o022)
-os.umask(_umask)
 
 
 # --------------------------------------------------------------------------- Picture
@@ -789,14 +793,6 @@ def _encode(picture: Picture, fmt: str, quality: int, bit_depth: int) -> bytes:
     return buf.getvalue()
 
 
-def _write_bytes(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (tests replace this to simulate a full disk)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view[: 1 << 24])
-        view = view[written:]
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -805,41 +801,6 @@ def _same_file(a: Path, b: Path) -> bool:
             return a.resolve() == b.resolve()
         except OSError:
             return False
-
-
-def _commit(tmp: str, path: Path, overwrite: bool) -> None:
-    """Move the finished temp file into place; without overwrite, never clobber."""
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)  # atomic "create only if absent"
-    except FileExistsError:
-        raise OutputExistsError(f"{_describe(path)} already exists; not overwriting it. Choose another name.") from None
-    except OSError:
-        # Filesystem without hard links (FAT/exFAT cards, some network shares).
-        if os.path.lexists(path):
-            raise OutputExistsError(
-                f"{_describe(path)} already exists; not overwriting it. Choose another name."
-            ) from None
-        os.replace(tmp, path)
-        return
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-
-
-def _write_error(path: Path, exc: OSError) -> ImageError:
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        return ImageError(
-            f"Not enough disk space to write {_describe(path)}. Free some space and try again; nothing was written."
-        )
-    if exc.errno == errno.EFBIG:
-        return ImageError(
-            f"{_describe(path)} is too large for this drive's file system; choose another drive or format."
-        )
-    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-        return ImageError(f"No permission to write {_describe(path)} (the folder is read-only).")
-    return ImageError(f"Could not write {_describe(path)}: {exc.strerror or exc}.")
 
 
 def save_image(
@@ -894,50 +855,7 @@ def save_image(
     except Exception as exc:
         raise ImageError(f"Could not encode {_describe(path)} as {fmt}: {exc}.") from exc
 
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part")
-    except OSError as exc:
-        raise _write_error(path, exc) from exc
-    done = False
-    try:
-        try:
-            _write_bytes(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            mode = os.stat(path).st_mode & 0o7777 if overwrite else None
-        except OSError:
-            mode = None
-        os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask)
-        _commit(tmp, path, overwrite)
-        done = True
-    except ImageError:
-        raise
-    except OSError as exc:
-        raise _write_error(path, exc) from exc
-    finally:
-        if not done:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    _fsync_dir(folder)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); best effort, harmless where unsupported."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic.write_bytes(path, data, overwrite=overwrite)
 
 
 def output_path_for(source: str | os.PathLike, out: str | os.PathLike | None = None, suffix: str = "_restored") -> Path:

@@ -6,11 +6,15 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.errors import StudioError
+
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
-class DeviceError(RuntimeError):
+class DeviceError(StudioError, RuntimeError):
     """The requested device or precision is not available here."""
+
+    code = "device"
 
 
 def cpu_supports_bf16() -> bool:

@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.errors import StudioError
+
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 OFFICIAL_ENCODER = "TaylorAI/bge-micro-v2"
 
 
-class TextEncoderError(RuntimeError):
+class TextEncoderError(StudioError, RuntimeError):
     """The sentence encoder could not be found or loaded."""
+
+    code = "text-encoder"
 
 
 def packaged_minilm_path() -> Path:

@@ -23,6 +23,8 @@ from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf
 from huggingface_hub.errors import EntryNotFoundError
 from huggingface_hub.utils import tqdm as hf_tqdm
 
+from engine.errors import StudioError
+
 OFFICIAL_REPO = "marcosv/InstructIR"
 ENCODER_REPO = "TaylorAI/bge-micro-v2"
 IMAGE_WEIGHTS = "im_instructir-7d.pt"
@@ -50,12 +52,14 @@ _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _HUB = "https://huggingface.co"
 
 
-class ModelDownloadError(RuntimeError):
+class ModelDownloadError(StudioError, RuntimeError):
     """The official weights could not be obtained; the message says what to fetch and where to put it.
 
     Built from a one-line *cause*; the rest of the message is the fixed how-to-get-it-offline help,
     so every caller (CLI, GUI, GIMP plug-in) shows the user the same actionable text.
     """
+
+    code = "download"
 
     def __init__(self, cause: str) -> None:
         self.cause = _one_line(cause)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from engine.errors import StudioError
 from engine.model.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG, LMHead, build_lm_head
 from engine.model.text import OFFICIAL_ENCODER
 
@@ -28,8 +29,10 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(StudioError, RuntimeError):
     """The named model is not installed (or not a model folder)."""
+
+    code = "model-not-found"
 
 
 def resources_dir() -> Path:

@@ -458,7 +458,7 @@ class EngineServer:
 
     def _run_instructir(self, header: dict, rgb, emit, cancel) -> tuple:
         """Plan and run the instruction with InstructIR; returns (output rgb, seconds, reply fields)."""
-        from engine.edit.session import EditSession
+        from engine.edit.session import EditSession, NothingToDoError
         from engine.jobs import check
 
         restorer = self.restorer(header.get("model"), header.get("device"),
@@ -468,18 +468,15 @@ class EngineServer:
             t = time.perf_counter()
             session = EditSession(rgb)
             emit("restoring", 0, 1000, "restoring")
-            plan = session.apply(header["instruction"], restorer,
-                                 progress=lambda d, n: emit("restoring", d, n, "restoring"), cancel=cancel)
-            check(cancel)  # a client that left during the last pass gets no result, and the job does not count
-            if not session.steps:
-                raise NothingToDo("nothing to do: " + "; ".join(p.message or f"{p.text!r} is not a restoration request"
-                                                                for p in plan))
             strength = float(header.get("strength", 1.0))
             override = header.get("strength_mode", "scale") == "override"
-            if override or strength != 1.0:
-                for i, step in enumerate(list(session.steps)):
-                    session.set_strength(i, strength if override else step.strength * strength)
-                session.refresh(restorer, cancel=cancel)
+            try:  # the strength is applied before anything runs: each step runs once
+                plan = session.apply(header["instruction"], restorer, strength=strength if override else None,
+                                     scale=1.0 if override else strength,
+                                     progress=lambda d, n: emit("restoring", d, n, "restoring"), cancel=cancel)
+            except NothingToDoError as exc:
+                raise NothingToDo(str(exc)) from exc
+            check(cancel)  # a client that left during the last pass gets no result, and the job does not count
             out = session.result()
             seconds = time.perf_counter() - t
         return out, seconds, {"model": restorer.name, "mode": "instructir", "plan": [p.to_dict() for p in plan],

@@ -32,6 +32,8 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from engine.errors import StudioError
+
 ADAPTER_FORMAT = "instructir-studio/spire-adapter"
 ADAPTER_VERSION = 1
 CONFIG_FILE = "spire_adapter.json"
@@ -43,8 +45,10 @@ COND_CHANNELS = (16, 32, 96, 256)
 Modulation = tuple[torch.Tensor, torch.Tensor]
 
 
-class AdapterError(RuntimeError):
+class AdapterError(StudioError, RuntimeError):
     """The adapter folder is missing, incomplete, or does not fit the base model."""
+
+    code = "spire-adapter"
 
 
 class ModulationFusion(nn.Module):

@@ -1,0 +1,122 @@
+"""What runs one step of each kind: InstructIR, the resizing up-sampling step, SPIRE.
+
+A runner turns a step's input into the step's *correction*: the full-strength
+result minus the step's base (its input for same-size steps, the plain
+resample for the up-sampling step), so the session can re-blend strength
+without running anything again. ``EditSession`` is the only caller; front ends
+hand it a :class:`Runners` with what they have loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from engine.edit.steps import Step, StepKind, base_of
+from engine.errors import StudioError
+from engine.jobs import CancelToken, ProgressCallback, check
+
+
+class RunnerUnavailableError(StudioError):
+    """A step needs a model that is not loaded (e.g. a SPIRE step without the SPIRE pipeline)."""
+
+    code = "runner-unavailable"
+
+
+class StepRunner(Protocol):
+    """Runs one kind of step."""
+
+    name: str
+
+    def correction(self, image: np.ndarray, step: Step, *, progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None) -> np.ndarray:
+        """Full-strength result of ``step`` on ``image``, minus the step's base (a new array)."""
+
+
+class InstructIRRunner:
+    """The network, run on the image at its own size."""
+
+    def __init__(self, restorer) -> None:
+        self.restorer = restorer
+        self.name = restorer.name
+
+    def correction(self, image, step, *, progress=None, cancel=None) -> np.ndarray:
+        out = np.asarray(self.restorer.restore(image, step.instruction, progress=progress, cancel=cancel),
+                         dtype=np.float32)
+        out = out.copy() if out is image else out
+        out -= image
+        return out
+
+
+class UpsampleRunner:
+    """Enlarge with the plain resample, then refine the enlarged image with the network's up-sampling task."""
+
+    def __init__(self, restorer) -> None:
+        self.restorer = restorer
+        self.name = restorer.name
+
+    def correction(self, image, step, *, progress=None, cancel=None) -> np.ndarray:
+        base = base_of(step, image)
+        check(cancel)
+        out = np.asarray(self.restorer.restore(base, step.instruction, progress=progress, cancel=cancel),
+                         dtype=np.float32)
+        out = out.copy() if out is base else out
+        out -= base
+        return out
+
+
+class SpireRunner:
+    """SPIRE diffusion: the restoration prompt and sampling settings live in the step's params."""
+
+    name = "SPIRE"
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+
+    def correction(self, image, step, *, progress=None, cancel=None) -> np.ndarray:
+        p = step.params
+        out = self.pipeline.restore(image, p["prompt"], p.get("semantic", ""), steps=int(p["sampling_steps"]),
+                                    guidance=float(p["guidance"]), upscale=False, seed=int(p.get("seed", 0)),
+                                    progress=progress, cancel=cancel)
+        out = np.asarray(out, dtype=np.float32)
+        if out.shape != image.shape:
+            raise StudioError(f"SPIRE returned a {out.shape[1]}x{out.shape[0]} image for a "
+                              f"{image.shape[1]}x{image.shape[0]} photo.")
+        out = out.copy() if out is image else out
+        out -= image
+        return out
+
+
+@dataclass
+class Runners:
+    """What this front end has loaded: the InstructIR restorer and, optionally, the SPIRE pipeline."""
+
+    restorer: object | None = None
+    spire: object | None = None
+
+    @classmethod
+    def of(cls, runners_or_restorer) -> Runners:
+        """Accept a ``Runners`` or a bare restorer (the common case)."""
+        return runners_or_restorer if isinstance(runners_or_restorer, Runners) else cls(runners_or_restorer)
+
+    def for_kind(self, kind: StepKind) -> StepRunner:
+        if kind is StepKind.SPIRE:
+            if self.spire is None:
+                raise RunnerUnavailableError("This step was made with SPIRE, which is not loaded: switch to SPIRE "
+                                             "mode to recompute it.")
+            return SpireRunner(self.spire)
+        if self.restorer is None:
+            raise RunnerUnavailableError("No InstructIR model is loaded yet.")
+        return UpsampleRunner(self.restorer) if kind is StepKind.UPSAMPLE else InstructIRRunner(self.restorer)
+
+    def run(self, image: np.ndarray, step: Step, *, progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> tuple[np.ndarray, float]:
+        """(correction, seconds) of ``step`` on ``image``."""
+        runner = self.for_kind(step.kind)
+        check(cancel)
+        t = time.perf_counter()
+        delta = runner.correction(image, step, progress=progress, cancel=cancel)
+        return delta, time.perf_counter() - t
