@@ -14,15 +14,31 @@ def clean() -> np.ndarray:
     return np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("task", D.TASKS)
-def test_every_task_is_seeded_recorded_and_in_range(clean, task):
-    a = D.degrade(clean, task, np.random.default_rng(7))
-    b = D.degrade(clean, task, np.random.default_rng(7))
+OPTIONS = [(task, fn) for task, fns in D.TASK_DEGRADATIONS.items() for fn in fns]
+
+
+@pytest.mark.parametrize("task,fn", OPTIONS, ids=[f"{t}-{f.__name__}" for t, f in OPTIONS])
+def test_every_degradation_is_seeded_recorded_and_in_range(clean, task, fn):
+    a = fn(clean, np.random.default_rng(7))
+    b = fn(clean, np.random.default_rng(7))
     assert a.task == task and a.params == b.params and a.params
     np.testing.assert_array_equal(a.image, b.image)
     assert a.image.shape == clean.shape and a.image.dtype == np.float32
     assert 0.0 <= a.image.min() and a.image.max() <= 1.0
-    assert np.abs(a.image - clean).mean() > 1e-3, "a degradation must change the photo"
+    if fn in D.IDENTITY_DEGRADATIONS:
+        np.testing.assert_array_equal(a.image, clean)
+    else:
+        assert np.abs(a.image - clean).mean() > 1e-3, "a degradation must change the photo"
+
+
+@pytest.mark.parametrize("task", D.TASKS)
+def test_degrade_draws_every_option_of_a_task(clean, task):
+    rng = np.random.default_rng(11)
+    kinds = {repr(sorted((k, str(v)) for k, v in D.degrade(clean, task, rng).params.items()
+                         if k in ("kind", "mixed", "factor")))
+             for _ in range(60)}
+    names = {fn.__name__ for fn in D.TASK_DEGRADATIONS[task]}
+    assert len(kinds) >= min(len(names), 2) or len(names) == 1
 
 
 def test_unknown_task_names_the_known_ones(clean):
@@ -69,3 +85,174 @@ def test_downscale_and_jpeg_record_what_they_did(clean):
     q60 = D.jpeg(clean, np.random.default_rng(0), quality=60)
     assert q10.params == {"quality": 10}
     assert np.abs(q10.image - clean).mean() > np.abs(q60.image - clean).mean()
+
+
+# --- camera shake ------------------------------------------------------------------------------
+
+
+def _residual_corr(res: np.ndarray, axis: int) -> float:
+    a = res - res.mean()
+    b = np.roll(a, 1, axis=axis)
+    return float((a * b).mean() / a.var())
+
+
+def test_shake_kernels_are_curved_subpixel_and_normalised():
+    spreads, levels = [], []
+    for seed in range(40):
+        size = 7 + 2 * (seed % 18)
+        k = D.shake_kernel(size, seed)
+        assert k.shape == (size, size) and k.dtype == np.float32
+        assert k.min() >= 0 and k.sum() == pytest.approx(1.0, abs=1e-5)
+        ys, xs = np.nonzero(k > k.max() * 0.05)
+        pts = np.stack([xs, ys], 1).astype(float)
+        ev = np.linalg.eigvalsh(np.cov(pts.T, aweights=k[ys, xs]))
+        spreads.append(ev[0] / max(ev[1], 1e-9))  # 0 for a straight line
+        levels.append(len(np.unique(np.round(k[k > 0] / k.max(), 3))))
+    assert np.median(spreads) > 0.05, "random trajectories bend; straight lines would give ~0"
+    assert min(levels) > 5, "sub-pixel splatting gives graded weights, not a binary line"
+    # the kernel fills its box: the largest trajectory extent spans the kernel
+    k = D.shake_kernel(41, 3)
+    ys, xs = np.nonzero(k)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) >= 36
+
+
+def test_camera_shake_is_rebuilt_from_its_record_and_adds_mild_noise(clean):
+    d = D.camera_shake(clean, np.random.default_rng(4))
+    p = d.params
+    assert p["kind"] == "shake" and 7 <= p["size"] <= 41 and p["size"] % 2 == 1
+    assert p["seed"] < D.HELD_OUT_SEED_BASE, "training kernels never use the held-out seeds"
+    assert 0 <= p["noise"] <= 4
+    k = D.shake_kernel(p["size"], p["seed"], anxiety=p["anxiety"], centripetal=p["centripetal"])
+    clean_blur = D.fft_blur(clean, k)
+    res = d.image - clean_blur
+    assert abs(res.std() * 255 - p["noise"]) < max(1.0, 0.5 * p["noise"])
+    quiet = D.camera_shake(clean, np.random.default_rng(4), noise=0.0, size=p["size"], seed=p["seed"],
+                           anxiety=p["anxiety"], centripetal=p["centripetal"])
+    np.testing.assert_allclose(quiet.image, np.clip(clean_blur, 0, 1), atol=1e-5)
+    grad = lambda x: np.abs(np.diff(x, axis=1)).mean()  # noqa: E731
+    assert grad(quiet.image) < 0.8 * grad(clean), "shake blurs"
+
+
+def test_camera_shake_sizes_cover_7_to_41(clean):
+    small = np.ascontiguousarray(clean[:48, :48])
+    sizes = [D.camera_shake(small, np.random.default_rng(s)).params["size"] for s in range(120)]
+    assert min(sizes) <= 9 and max(sizes) >= 39 and all(7 <= s <= 41 for s in sizes)
+
+
+def test_fft_blur_matches_direct_convolution(clean):
+    from scipy import ndimage
+
+    k = D.shake_kernel(9, 1)
+    direct = np.stack([ndimage.convolve(clean[..., c], k, mode="reflect") for c in range(3)], -1)
+    # scipy's 'reflect' repeats the edge pixel, numpy's 'reflect' does not: compare away from the border
+    np.testing.assert_allclose(D.fft_blur(clean, k)[8:-8, 8:-8], direct[8:-8, 8:-8], atol=1e-5)
+
+
+def test_blur_then_noise_is_a_blur_task_with_noise(clean):
+    d = D.blur_then_noise(clean, np.random.default_rng(2), noise=6.0)
+    assert d.task == "blur" and d.params["mixed"] == "blur+noise" and d.params["noise"] == 6.0
+    assert d.params["kind"] in ("defocus", "gaussian")
+
+
+# --- rain ----------------------------------------------------------------------------------------
+
+
+def test_rain_layers_vary_and_heavy_rain_is_heavier(clean):
+    heavy = [D.rain_layers(clean, np.random.default_rng(s), heavy=True) for s in range(6)]
+    light = [D.rain_layers(clean, np.random.default_rng(s), heavy=False) for s in range(6)]
+    cover = lambda ds: np.mean([np.abs(d.image - clean).mean() for d in ds])  # noqa: E731
+    assert cover(heavy) > 1.5 * cover(light)
+    assert all(3 <= len(d.params["layers"]) <= 5 for d in heavy)
+    assert all(1 <= len(d.params["layers"]) <= 3 for d in light)
+    assert all(d.params["veil"] >= 0.1 for d in heavy) and all(d.params["veil"] <= 0.12 for d in light)
+    layers = [layer for d in heavy for layer in d.params["layers"]]
+    for key in ("width", "length", "opacity", "angle"):
+        values = [layer[key] for layer in layers]
+        assert np.std(values) > 0, f"layers vary in {key}"
+    for d in heavy:  # angle jitter around one wind direction
+        angles = [layer["angle"] for layer in d.params["layers"]]
+        assert max(angles) - min(angles) <= 20
+
+
+def test_rain_streaks_only_add_light_and_follow_the_fall_direction():
+    grey = np.full((128, 128, 3), 0.3, np.float32)
+    spec = {"density": 0.01, "length": 25, "width": 1.0, "angle": 90.0, "opacity": 0.8, "blur": 0.0}
+    d = D.rain_layers(grey, np.random.default_rng(0), layers=[spec], veil=0.0, splashes=0.0)
+    assert d.image.min() >= 0.3 - 1e-6, "streaks brighten, never darken"
+    streak = d.image[..., 0] - 0.3
+    # vertical streaks: strongly correlated along y, much less along x
+    assert _residual_corr(streak, 0) > 0.8 > _residual_corr(streak, 1) + 0.2
+    assert d.params["layers"] == [spec] and d.params["veil"] == 0.0 and d.params["splashes"] == 0.0
+
+
+# --- camera noise, low light, mixtures -----------------------------------------------------------
+
+
+def test_camera_noise_is_spatially_and_channel_correlated():
+    grey = np.full((128, 128, 3), 0.5, np.float32)
+    white = D.gaussian_noise(grey, np.random.default_rng(0), sigma=15).image - grey
+    cam = D.camera_noise(grey, np.random.default_rng(0), sigma=2, photons=2000, demosaic=15, chroma=10,
+                         quality=95)
+    res = cam.image - grey
+    assert abs(_residual_corr(white[..., 1], 1)) < 0.05
+    assert _residual_corr(res[..., 1], 1) > 0.2, "demosaiced noise is correlated between neighbours"
+    cc = np.corrcoef(res[..., 0].ravel(), res[..., 2].ravel())[0, 1]
+    assert cc > 0.2, "part of the noise is shared by the channels"
+    assert np.abs(res.reshape(-1, 3).mean(0)).max() < 1.5 / 255, "sensor noise shifts no colour"
+    assert cam.params["quality"] == 95 and cam.task == "noise"
+
+
+def test_noise_then_jpeg_is_a_noise_task(clean):
+    d = D.noise_then_jpeg(clean, np.random.default_rng(1), quality=30)
+    assert d.task == "noise" and d.params["mixed"] == "noise+jpeg" and d.params["quality"] == 30
+
+
+def test_low_light_camera_is_dark_noisy_and_cast(clean):
+    d = D.low_light_camera(clean, np.random.default_rng(3), exposure=0.1, cast=[1.25, 1.0, 0.7], quality=0)
+    assert d.image.mean() < 0.25 * clean.mean()
+    ratio = d.image.reshape(-1, 3).mean(0) / clean.reshape(-1, 3).mean(0)
+    assert ratio[0] / ratio[1] > 1.1 and ratio[2] / ratio[1] < 0.85, "the colour cast it records"
+    assert d.params["cast"] == pytest.approx([1.25, 1.0, 0.7])
+    from scipy import ndimage
+
+    smooth = ndimage.uniform_filter(d.image, (5, 5, 1))
+    assert (d.image - smooth).std() > 1.0 / 255, "dark photos are noisy"
+
+
+def test_well_exposed_inputs_have_an_identity_target_only_when_bright(clean):
+    bright = np.clip(clean * 0.5 + 0.45, 0, 1).astype(np.float32)
+    dark = (clean * 0.3).astype(np.float32)
+    rng = np.random.default_rng(0)
+    kinds = [D.degrade(bright, "low-light", rng).params.get("kind") for _ in range(200)]
+    assert 0.1 < kinds.count("well-exposed") / 200 < 0.4
+    assert all(D.degrade(dark, "low-light", rng).params.get("kind") != "well-exposed" for _ in range(100))
+
+    from engine.training.data import PatchSampler
+
+    photo = (np.clip(bright, 0, 1) * 255).astype(np.uint8)
+    photo = np.tile(photo, (2, 2, 1))
+    sampler = PatchSampler([photo], 64, seed=1, identity_fraction=0.0, margin=8,
+                           task_weights={t: (1.0 if t == "low-light" else 0.0) for t in D.TASKS})
+    pairs = [sampler.sample() for _ in range(60)]
+    same = [np.array_equal(x, y) for x, y, _ in pairs]
+    assert 0 < sum(same) < len(same), "some low-light pairs are well-exposed identities, most are dark"
+    assert all(t == "low-light" for *_, t in pairs)
+
+
+# --- up-sampling ------------------------------------------------------------------------------------
+
+
+def test_upsampling_covers_x2_and_x4_bicubic_down_up(clean):
+    from PIL import Image
+
+    factors = {D.degrade(clean, "upsampling", np.random.default_rng(s)).params["factor"] for s in range(30)}
+    assert factors == {2, 4}
+    for f in (2, 4):
+        d = D.downscale(clean, np.random.default_rng(0), factor=f)
+        im = Image.fromarray((clean * 255 + 0.5).astype(np.uint8))
+        small = im.resize((128 // f, 96 // f), Image.Resampling.BICUBIC, reducing_gap=None)
+        back = np.asarray(small.resize((128, 96), Image.Resampling.BICUBIC), np.float32) / 255
+        np.testing.assert_array_equal(d.image, back)
+    x2 = np.abs(D.downscale(clean, np.random.default_rng(0), factor=2).image - clean).mean()
+    x4 = np.abs(D.downscale(clean, np.random.default_rng(0), factor=4).image - clean).mean()
+    assert x4 > x2

@@ -39,10 +39,21 @@ def package_photos(max_side: int) -> list[np.ndarray]:
     return photos
 
 
-def load_photos(roots: list[str | Path], extra_package_photos: bool, max_side: int) -> list[np.ndarray]:
-    """Every photo under ``roots`` (recursively) plus, optionally, the packaged ones."""
+def load_photos(roots: list[str | Path], extra_package_photos: bool, max_side: int,
+                photo_cache: bool | str | Path = False) -> list[np.ndarray]:
+    """Every photo under ``roots`` (recursively) plus, optionally, the packaged ones and the photos that
+    ``python -m engine.training.photos fetch`` brought into the cache (``True``: the default cache folder)."""
     photos = []
+    roots = list(roots)
+    if photo_cache:
+        from engine.training.photos import cache_dir
+
+        folder = cache_dir() if photo_cache is True else Path(photo_cache)
+        if folder.is_dir():
+            roots.append(folder)
     for root in roots:
+        if "datasets/eval" in Path(root).resolve().as_posix():
+            raise ValueError(f"refusing to train on the evaluation set: {root}")
         for path in sorted(Path(root).rglob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 with Image.open(path) as im:
@@ -87,6 +98,13 @@ class PatchSampler:
             raise ValueError(f"task_weights names unknown tasks {sorted(unknown)}; known: {', '.join(TASKS)}")
         w = np.array([float(weights.get(t, 1.0)) for t in TASKS])
         self.task_p = w / w.sum()
+
+    @classmethod
+    def for_tasks(cls, photos: list[np.ndarray], tasks: list[str], patch_size: int, seed: int, **kw) -> PatchSampler:
+        """A sampler that draws only ``tasks`` (e.g. the global ones, at larger patches), keeping their weights."""
+        weights = kw.pop("task_weights", None) or {}
+        only = {t: (float(weights.get(t, 1.0)) if t in tasks else 0.0) for t in TASKS}
+        return cls(photos, patch_size, seed, task_weights=only, **kw)
 
     def _crop(self) -> np.ndarray:
         img = self.photos[int(self.rng.integers(len(self.photos)))]

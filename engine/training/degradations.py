@@ -324,18 +324,24 @@ def shake_kernel(size: int, seed: int, anxiety: float = 0.05, centripetal: float
 
 
 def fft_blur(img: Array, kernel: Array) -> Array:
-    """Convolution with reflect borders via FFT (fast for large kernels)."""
-    from scipy.signal import fftconvolve
+    """Convolution with reflect borders via real FFTs (fast for large kernels)."""
+    from scipy import fft as sfft
 
     kernel = (kernel / kernel.sum()).astype(np.float32)
-    ry, rx = kernel.shape[0] // 2, kernel.shape[1] // 2
-    pad = np.pad(img, ((ry, kernel.shape[0] - 1 - ry), (rx, kernel.shape[1] - 1 - rx), (0, 0)), mode="reflect")
-    return fftconvolve(pad, kernel[..., None], mode="valid", axes=(0, 1)).astype(np.float32)
+    kh, kw = kernel.shape
+    ry, rx = kh // 2, kw // 2
+    pad = np.pad(img, ((ry, kh - 1 - ry), (rx, kw - 1 - rx), (0, 0)), mode="reflect")
+    h, w = pad.shape[:2]
+    fh, fw = sfft.next_fast_len(h, True), sfft.next_fast_len(w, True)
+    spectrum = sfft.rfft2(pad, (fh, fw), axes=(0, 1)) * sfft.rfft2(kernel, (fh, fw))[..., None]
+    out = sfft.irfft2(spectrum, (fh, fw), axes=(0, 1))
+    return out[kh - 1 : h, kw - 1 : w].astype(np.float32)
 
 
 def _camera_read_noise(img: Array, rng: np.random.Generator, sigma: float) -> Array:
     """Mild sensor noise as a camera adds it after the optics: shot noise plus read noise, sigma on 0-255."""
-    peak = 255.0 / max(sigma, 1e-3) ** 2 * 4  # shot noise of about sigma at mid-grey
+    # shot noise of 0.85 sigma at mid-grey (std sqrt(0.5 / peak)) plus read noise of 0.5 sigma: ~sigma in all
+    peak = 0.5 / (0.85 * max(sigma, 1e-3) / 255.0) ** 2
     shot = rng.poisson(np.clip(img, 0, 1) * peak).astype(np.float32) / peak
     return shot + rng.standard_normal(img.shape, dtype=np.float32) * (0.5 * sigma / 255.0)
 
@@ -414,11 +420,11 @@ def rain_layers(
         for i in range(n):
             near = i / max(n - 1, 1)  # far layers: fine, faint; near layers: wide, long, blurred
             layers.append({
-                "density": float(rng.uniform(0.004, 0.02) if hv else rng.uniform(0.001, 0.008)),
+                "density": float(rng.uniform(0.003, 0.015) if hv else rng.uniform(0.0005, 0.006)),
                 "length": float(rng.uniform(8, 20) + near * rng.uniform(0, 30)),
                 "width": float(rng.uniform(0.3, 1.2) + near * rng.uniform(0, 2.0)),
                 "angle": float(base_angle + rng.uniform(-10, 10)),
-                "opacity": float(rng.uniform(0.3, 0.9) if hv else rng.uniform(0.2, 0.7)),
+                "opacity": float(rng.uniform(0.3, 0.85) if hv else rng.uniform(0.15, 0.6)),
                 "blur": float(rng.uniform(0, 1.0) * near),
             })
     v = _uniform(rng, 0.1, 0.35, veil) if veil is not None or hv else _uniform(rng, 0.0, 0.12, veil)

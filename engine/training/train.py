@@ -3,7 +3,17 @@
     python -m engine.training.train --config engine/training/configs/studio_small.json --out runs/studio-small
 
 Resumes from ``<out>/last.pt`` when present. Logs to ``<out>/train.log`` (one
-JSON object per line). SIGTERM/SIGINT write a checkpoint before exiting.
+JSON object per line). SIGTERM/SIGINT write a checkpoint before exiting; so does
+``--time-budget`` when this run's seconds are spent. With ``snapshot_every`` in
+the config, ``<out>/step-<N>.pt`` keeps a copy of every N-th step's checkpoint
+(to export the best one, not only the last).
+
+Config options beyond the basics (all optional): ``data.margin`` (context
+around a patch, px), ``data.photo_cache`` (also read the photos fetched by
+``python -m engine.training.photos fetch``), ``data.global_tasks`` with
+``global_patch_size`` / ``global_batch_size`` / ``global_every`` (every N-th
+step is a batch of only those tasks at larger patches), ``train.colour_weight``
+(L1 between 16x16-pooled output and target: the mean colour of a region).
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -74,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, help="override the config's CPU threads (1 on a busy machine: "
                     "two OpenMP threads on oversubscribed cores stall each other at every barrier)")
     ap.add_argument("--data-root", action="append", help="replace the config's photo folders")
+    ap.add_argument("--time-budget", type=float, help="stop (with a checkpoint) after this many seconds of "
+                    "this run, wherever the schedule is")
     ap.add_argument("--init", type=Path, help="start from a model folder's weights (e.g. the shipped model) "
                     "instead of random ones; ignored when resuming")
     args = ap.parse_args(argv)
@@ -131,9 +144,18 @@ def main(argv: list[str] | None = None) -> None:
         head.load_state_dict(init.head_state)
         print(f"initialised from {args.init}")
 
-    photos = load_photos(dc["roots"], dc["extra_package_photos"], dc["max_side"])
-    sampler = PatchSampler(photos, dc["patch_size"], seed=int(rng.integers(2**31)),
+    photos = load_photos(dc["roots"], dc["extra_package_photos"], dc["max_side"], dc.get("photo_cache", False))
+    print(f"{len(photos)} training photos", flush=True)
+    margin = int(dc.get("margin", 16))
+    sampler = PatchSampler(photos, dc["patch_size"], seed=int(rng.integers(2**31)), margin=margin,
                            identity_fraction=dc["identity_fraction"], task_weights=dc.get("task_weights"))
+    global_sampler, global_every = None, int(dc.get("global_every", 0))
+    if dc.get("global_tasks") and global_every:
+        global_sampler = PatchSampler.for_tasks(
+            photos, dc["global_tasks"], dc["global_patch_size"], seed=int(rng.integers(2**31)), margin=margin,
+            identity_fraction=dc["identity_fraction"], task_weights=dc.get("task_weights"))
+    colour_weight = float(tc.get("colour_weight", 0.0))
+    t_start = time.time()
     log = open(args.out / "train.log", "a", encoding="utf-8")
     stop = {"now": False}
 
@@ -154,7 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     t_last = time.time()
     net.train()
     while step < tc["steps"] and not stop["now"]:
-        batch = sampler.batch(tc["batch_size"])
+        if global_sampler is not None and step % global_every == global_every - 1:
+            batch = global_sampler.batch(int(dc.get("global_batch_size", tc["batch_size"])))
+        else:
+            batch = sampler.batch(tc["batch_size"])
         instr = [by_class[task][int(rng.integers(len(by_class[task])))] for task in batch.tasks]
         sent = torch.stack([vectors[t] for t in instr]).to(device)
         pick = rng.integers(len(all_texts), size=tc["text_batch"])
@@ -171,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         l1 = F.l1_loss(out, clean)
         ce = F.cross_entropy(head(text_sent)[1], text_labels, label_smoothing=tc.get("label_smoothing", 0.0))
         loss = l1 + tc["ce_weight"] * ce
+        if colour_weight:
+            loss = loss + colour_weight * F.l1_loss(F.avg_pool2d(out, 16), F.avg_pool2d(clean, 16))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"])
@@ -197,9 +224,14 @@ def main(argv: list[str] | None = None) -> None:
                 record["val_intent_acc"] = intent_accuracy(head, vectors, val_pairs)
                 head.train()
                 checkpoint()
+                if tc.get("snapshot_every") and step % tc["snapshot_every"] == 0:
+                    shutil.copyfile(ckpt_path, args.out / f"step-{step}.pt")
             log.write(json.dumps(record) + "\n")
             log.flush()
             print(json.dumps(record), flush=True)
+        if args.time_budget and time.time() - t_start > args.time_budget:
+            print(f"time budget of {args.time_budget:.0f} s spent", flush=True)
+            break
     elapsed += time.time() - t_last
     checkpoint()
     print(f"stopped at step {step}; checkpoint {ckpt_path}", flush=True)
