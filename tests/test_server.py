@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from engine.serve import protocol
-from engine.serve.protocol import ProtocolError, RequestTooLarge, ServerError
-from engine.serve.server import AlreadyRunning, EngineServer
+from engine.serve.protocol import Code, ProtocolError, RequestTooLarge, ServerError, Stage
+from engine.serve.server import AUTH_TIMEOUT, EngineServer
+from engine.serve.state import AlreadyRunningError, write_state
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +40,7 @@ def test_receiver_refuses_oversized_frames_before_reading_them():
     a, b = socket.socketpair()
     with a, b:
         a.sendall(struct.pack(">4sIQ", protocol.MAGIC, 10, 1 << 40))
-        with pytest.raises(RequestTooLarge, match="over the server's limit"):
+        with pytest.raises(RequestTooLarge, match="over the limit of 1.0 MB"):
             protocol.recv_header(b, max_payload=1 << 20)
         a.sendall(struct.pack(">4sIQ", protocol.MAGIC, 1 << 30, 0))
         with pytest.raises(RequestTooLarge):
@@ -67,22 +68,32 @@ def _restore_header(**kw):
 
 
 def test_restore_requests_are_validated():
-    assert protocol.check_restore_request(_restore_header(), 48) == (48, 0)
-    assert protocol.check_restore_request(_restore_header(dtype="f32", mask_dtype="f32"), 192 + 48) == (192, 48)
-    for bad, size in [(_restore_header(), 47), (_restore_header(dtype="f64"), 48),
-                      (_restore_header(channels=5), 60), (_restore_header(strength=1.5), 48),
-                      (_restore_header(instruction="x" * 5000), 48), (_restore_header(strength_mode="?"), 48),
-                      ({"type": "restore"}, 0)]:
+    protocol.check_restore_request(_restore_header())
+    protocol.check_restore_request(_restore_header(dtype="f32", mask_dtype="f32"))
+    for bad in [_restore_header(dtype="f64"), _restore_header(channels=5), _restore_header(strength=1.5),
+                _restore_header(strength=True), _restore_header(instruction="x" * 5000),
+                _restore_header(strength_mode="?"), _restore_header(width=0), _restore_header(mask_dtype="f64"),
+                {"type": "restore"}]:
         with pytest.raises(ProtocolError):
-            protocol.check_restore_request(bad, size)
+            protocol.check_restore_request(bad)
+
+
+def test_bands_cover_the_image_in_frames_of_bounded_size():
+    assert protocol.bands(10, 4) == [(0, 4), (4, 4), (8, 2)]
+    assert protocol.band_rows(100, 400) == protocol.BAND_BYTES // 400
+    assert protocol.band_rows(10**9, 4 * 10**9) == 1  # a row wider than a band still travels, alone
 
 
 def test_state_file_is_user_only(tmp_path, monkeypatch):
     path = tmp_path / "state" / "server.json"
-    protocol.write_state(path, {"port": 1234, "token": "t"})
+    write_state(path, {"port": 1234, "token": "t"})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert protocol.read_state(path)["port"] == 1234
+    os.chmod(path, 0o644)  # a stray wider mode is not kept when the file is replaced
+    write_state(path, {"port": 1235, "token": "t"})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and protocol.read_state(path)["port"] == 1235
+    assert [p.name for p in path.parent.iterdir()] == ["server.json"]  # no temp file left behind
     path.write_text("{not json")
     assert protocol.read_state(path) is None
     monkeypatch.setenv(protocol.STATE_ENV, str(tmp_path / "elsewhere.json"))
@@ -143,7 +154,7 @@ def test_server_publishes_loopback_port_and_token(server):
     state = json.loads(server.state_file.read_text())
     assert state["port"] == server.port and state["pid"] == os.getpid()
     assert len(state["token"]) == 64
-    assert server._sock.getsockname()[0] == "127.0.0.1"
+    assert server.address[0] == "127.0.0.1"
     assert stat.S_IMODE(server.state_file.stat().st_mode) == 0o600
     assert _client(server).ping()["type"] == "pong"
 
@@ -153,11 +164,11 @@ def test_requests_without_the_token_are_refused(server):
         state = {"port": server.port, "token": token or ""}
         with pytest.raises(ServerError) as err:
             protocol.Client(state).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
-        assert err.value.code == "unauthorized"
+        assert err.value.code == Code.UNAUTHORIZED
     with socket.create_connection(("127.0.0.1", server.port)) as sock:  # no token field at all
         protocol.send_message(sock, {"type": "ping"})
         reply, _ = protocol.recv_message(sock)
-        assert reply["code"] == "unauthorized"
+        assert reply["code"] == Code.UNAUTHORIZED
     assert server.factory.made == [] and server.jobs_done == 0  # nothing ran
     assert _client(server).ping()["type"] == "pong"  # and the server is still up
 
@@ -171,25 +182,61 @@ def test_restore_u8_rgba_keeps_alpha_and_streams_progress(server):
     expected = np.rint((img[..., :3] / 255 * 0.5 + 0.25) * 255)
     assert np.abs(out[..., :3].astype(int) - expected).max() <= 1
     np.testing.assert_array_equal(out[..., 3], img[..., 3])
-    assert reply["steps"][0]["intent"] == "noise" and reply["channels"] == 4
-    restoring = [m for m in seen if m.get("stage") == "restoring"]
+    assert reply["steps"][0]["intent"] == "noise" and reply["channels"] == 4 and not reply["resized"]
+    restoring = [m for m in seen if m.get("stage") == Stage.RESTORING]
     assert restoring and restoring[-1]["done"] == restoring[-1]["total"]
+
+
+def test_a_layer_travels_in_bands_both_ways_and_is_read_band_by_band(server, monkeypatch):
+    monkeypatch.setattr(protocol, "BAND_BYTES", 10 * 4 * 5)  # 5 rows of 10 RGBA u8 pixels per frame
+    img = _u8(h=23)
+    asked, got, heads = [], {}, []
+
+    def read(y, n):
+        asked.append((y, n))
+        return img[y:y + n].tobytes()
+
+    reply, joined = _client(server).restore(read, 10, 23, 4, "u8", "remove the noise", on_result=heads.append,
+                                            on_rows=lambda y, n, data: got.__setitem__(y, bytes(data)))
+    assert joined is None and heads[0]["band_rows"] == 5 and heads[0] is reply
+    assert asked == [(0, 5), (5, 5), (10, 5), (15, 5), (20, 3)]  # never the whole image at once
+    out = np.frombuffer(b"".join(got[y] for y in sorted(got)), np.uint8).reshape(23, 10, 4)
+    assert sorted(got) == [0, 5, 10, 15, 20]
+    np.testing.assert_array_equal(out[..., 3], img[..., 3])
+    assert np.abs(out[..., :3].astype(int) - np.rint((img[..., :3] / 255 * 0.5 + 0.25) * 255)).max() <= 1
 
 
 def test_mask_blends_and_leaves_unselected_pixels_exact(server):
     rng = np.random.default_rng(1)
-    img = rng.random((16, 20, 4), dtype=np.float32) * 1.2 - 0.1  # out-of-range floats survive outside the mask
+    img = rng.random((16, 20, 4), dtype=np.float32) * 1.2 - 0.1  # some values outside [0, 1]
     mask = np.zeros((16, 20), np.float32)
     mask[4:12, 5:15] = 1.0
     mask[4:12, 15] = 0.5
     reply, data = _client(server).restore(img.tobytes(), 20, 16, 4, "f32", "remove the noise",
                                           mask=mask.tobytes(), mask_dtype="f32")
     out = np.frombuffer(data, "<f4").reshape(16, 20, 4)
-    np.testing.assert_array_equal(out[mask == 0], img[mask == 0])
-    full = np.clip(img[..., :3], 0, 1) * 0.5 + 0.25
+    np.testing.assert_array_equal(out[mask == 0], img[mask == 0])  # bit for bit, out-of-range values too
+    shown = np.clip(img[..., :3], 0, 1)
+    excess = img[..., :3] - shown
+    full = shown * 0.5 + 0.25 + excess  # the displayable part restored, the rest carried through
     np.testing.assert_allclose(out[mask == 1][:, :3], full[mask == 1], atol=1e-6)
     half = img[4:12, 15, :3] + 0.5 * (full[4:12, 15] - img[4:12, 15, :3])
     np.testing.assert_allclose(out[4:12, 15, :3], half, atol=1e-6)
+    np.testing.assert_array_equal(out[..., 3], img[..., 3])
+
+
+def test_linear_float_values_far_above_one_survive(server):
+    """HDR / linear float layers: a value of 25 is not clipped to 1 (the excess over 1 is carried through)."""
+    img = np.full((8, 8, 3), 0.2, np.float32)
+    img[2:4, 2:6] = 25.0
+    img[6, :, 1] = -0.5
+    img[0, 0] = np.inf
+    _, data = _client(server).restore(img.tobytes(), 8, 8, 3, "f32", "remove the noise")
+    out = np.frombuffer(data, "<f4").reshape(8, 8, 3)
+    np.testing.assert_allclose(out[2:4, 2:6], 24.0 + 1.0 * 0.5 + 0.25)  # restored highlight + the excess
+    assert out[2:4, 2:6].min() > 24 and np.isinf(out[0, 0]).all()
+    np.testing.assert_allclose(out[6, :, 1], -0.5 + 0.25)  # below black keeps its offset
+    np.testing.assert_allclose(out[1, 1], 0.2 * 0.5 + 0.25)  # the ordinary pixels are restored as usual
 
 
 def test_gray_u16_and_strength(server):
@@ -216,15 +263,23 @@ def test_strength_scales_instruction_degree_or_overrides_it(server):
     assert run() == pytest.approx((0.5, 0.275))
     assert run(strength=0.5) == pytest.approx((0.25, 0.2375))
     assert run(strength=1.0, strength_mode="override") == pytest.approx((1.0, 0.35))
+    # the strength is set before the network runs: one network call per step, never a second "refresh" pass
+    calls = server.factory.made[0][2].calls
+    run(strength=0.3)
+    assert server.factory.made[0][2].calls == calls + 1
 
 
 def test_compound_instruction_and_nothing_to_do(server):
     img = np.full((4, 4, 3), 0.2, np.float32)
     reply, _ = _client(server).restore(img.tobytes(), 4, 4, 3, "f32", "remove the noise and then brighten it")
     assert [s["intent"] for s in reply["steps"]] == ["noise", "low-light"]
+    reply, _ = _client(server).restore(img.tobytes(), 4, 4, 3, "f32", "remove the noise and make me a sandwich")
+    assert [p["actionable"] for p in reply["plan"]] == [True, False]  # the plug-in reports the skipped part
     with pytest.raises(ServerError) as err:
         _client(server).restore(img.tobytes(), 4, 4, 3, "f32", "hello")
-    assert err.value.code == "nothing-to-do" and "not a restoration request" in str(err.value)
+    from engine.edit.session import NothingToDoError
+
+    assert err.value.code == NothingToDoError.code and "not a restoration request" in str(err.value)
 
 
 def test_model_is_loaded_once_and_reused(server):
@@ -236,24 +291,50 @@ def test_model_is_loaded_once_and_reused(server):
     assert [m[0] for m in server.factory.made] == ["fake", "other"]
 
 
-def test_oversized_and_malformed_requests_are_refused(tmp_path):
+def test_a_layer_memory_cannot_hold_is_refused_before_any_pixel_is_read(tmp_path):
+    free = {"bytes": 10**6}
     with EngineServer(state_file=tmp_path / "s.json", restorer_factory=Factory(), preload=False,
-                      max_request_bytes=1000) as srv:
+                      memory_available=lambda: free["bytes"], max_pixels=10**6) as srv:
         client = _client(srv)
-        for _ in range(5):  # refused before the pixels are sent: the client always reads the reason
-            with pytest.raises(ServerError, match="max-request-mb") as err:
-                client.restore(_u8(400, 400).tobytes(), 400, 400, 4, "u8", "remove the noise")
-            assert err.value.code == "too-large"
-        with pytest.raises(ServerError, match="carries no payload"):
-            client.call({"type": "ping"}, b"x")
-        with pytest.raises(ServerError) as err:
-            client.call({"type": "restore", "instruction": "x", "width": 10, "height": 10, "channels": 4,
-                         "dtype": "u8"}, b"\0" * 10)
-        assert err.value.code == "bad-request"
-        with pytest.raises(ServerError) as err:
-            client.call({"type": "format-disk"})
-        assert err.value.code == "bad-request"
-        assert client.ping()["type"] == "pong"
+        asked = []
+        for _ in range(3):  # refused before the pixels are read: the client always gets the reason
+            with pytest.raises(ServerError, match=r"400 x 400 .*needs about .* GB of memory") as err:
+                client.restore(lambda y, n: asked.append(y), 400, 400, 4, "u8", "remove the noise")
+            assert err.value.code == Code.TOO_LARGE
+        with pytest.raises(ServerError, match="more than the engine's limit") as err:
+            client.restore(lambda y, n: asked.append(y), 2000, 1000, 4, "u8", "remove the noise")
+        assert asked == []
+        free["bytes"] = 10**9  # the same layer goes through once memory is there, with no server flag
+        reply, _ = client.restore(_u8(400, 400).tobytes(), 400, 400, 4, "u8", "remove the noise")
+        assert reply["width"] == 400
+
+
+def test_malformed_requests_are_refused(server):
+    client = _client(server)
+    state = protocol.read_state(server.state_file)
+
+    def raw(header, payload=b""):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            protocol.send_message(sock, dict(header, token=state["token"], version=protocol.PROTOCOL_VERSION),
+                                  payload)
+            return protocol.recv_message(sock)[0]
+
+    assert "carries no payload" in raw({"type": "ping"}, b"x")["message"]
+    assert raw({"type": "restore", "instruction": "x", "width": 10, "height": 10, "channels": 9,
+                "dtype": "u8"})["code"] == Code.BAD_REQUEST
+    assert raw({"type": "format-disk"})["code"] == Code.BAD_REQUEST
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:  # an old (v1) plug-in: told to reinstall
+        protocol.send_message(sock, {"type": "restore", "token": state["token"], "version": 1,
+                                     "instruction": "x", "width": 1, "height": 1, "channels": 3, "dtype": "u8"})
+        reply = protocol.recv_message(sock)[0]
+        assert reply["code"] == Code.VERSION and "gimp-install" in reply["message"]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:  # rows out of order
+        protocol.send_message(sock, dict(_restore_header(width=2, height=4, channels=3), token=state["token"],
+                                         version=protocol.PROTOCOL_VERSION))
+        assert protocol.recv_message(sock)[0]["type"] == "continue"
+        protocol.send_message(sock, {"type": "rows", "y": 2, "rows": 2}, b"\0" * 12)
+        assert protocol.recv_message(sock)[0]["code"] == Code.BAD_REQUEST
+    assert client.ping()["type"] == "pong" and server.jobs_done == 0
 
 
 def _wait(pred, timeout=10.0):
@@ -265,16 +346,25 @@ def _wait(pred, timeout=10.0):
     return False
 
 
+def _start_job(srv, img, **kw):
+    """A raw restore connection whose job has started (its first progress frame arrived)."""
+    state = protocol.read_state(srv.state_file)
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    h, w, c = img.shape
+    protocol.send_message(sock, _restore_header(width=w, height=h, channels=c, token=state["token"],
+                                                version=protocol.PROTOCOL_VERSION, **kw))
+    assert protocol.recv_message(sock)[0]["type"] == "continue"
+    protocol.send_message(sock, {"type": "rows", "y": 0, "rows": h}, img.tobytes())
+    header, _ = protocol.recv_message(sock)
+    assert header["type"] == "progress"
+    return sock
+
+
 def test_a_client_that_disconnects_cancels_its_job_and_the_server_survives(tmp_path):
     factory = Factory(delay=3.0)
     with EngineServer(state_file=tmp_path / "s.json", restorer_factory=factory, preload=False) as srv:
-        state = protocol.read_state(srv.state_file)
-        sock = socket.create_connection(("127.0.0.1", srv.port))
         img = _u8()
-        protocol.send_message(sock, _restore_header(width=10, height=12, token=state["token"]), img.tobytes())
-        assert protocol.recv_message(sock)[0]["type"] == "continue"
-        header, _ = protocol.recv_header(sock)
-        assert header["type"] == "progress"
+        sock = _start_job(srv, img)
         sock.close()  # GIMP killed the plug-in (the user cancelled)
         assert _wait(lambda: factory.made and factory.made[0][2].cancelled.is_set())
         assert srv.jobs_done == 0
@@ -294,33 +384,103 @@ def test_a_cancel_frame_cancels(tmp_path):
         assert _wait(lambda: factory.made[0][2].cancelled.is_set())
 
 
+def test_idle_connections_neither_block_jobs_nor_keep_the_server_alive(tmp_path):
+    """Load test: 64 idle TCP connections (no token) held open while jobs run: every job passes."""
+    factory = Factory(delay=0.3)
+    with EngineServer(state_file=tmp_path / "s.json", restorer_factory=factory, preload=False) as srv:
+        idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(64)]
+        try:
+            client = _client(srv)
+            t = time.monotonic()
+            for _ in range(3):
+                reply, _ = client.restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
+                assert reply["type"] == "result"
+            assert client.ping()["type"] == "pong" and srv.jobs_done == 3
+            assert _wait(lambda: srv.lifetime.clients == 0, 2)  # the idle connections never counted as clients
+            for sock in idle:  # and each was dropped once its time to authenticate was up
+                sock.settimeout(AUTH_TIMEOUT + 5)
+                assert sock.recv(1) == b""
+            assert time.monotonic() - t < AUTH_TIMEOUT + 8
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_a_trickling_connection_is_dropped_at_the_deadline(server):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        t = time.monotonic()
+        sock.settimeout(10)
+        try:
+            for byte in protocol.MAGIC:  # one byte at a time, never a whole header
+                sock.sendall(bytes([byte]))
+                time.sleep(AUTH_TIMEOUT / 3)
+            assert sock.recv(1) == b""
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert time.monotonic() - t < AUTH_TIMEOUT + 3
+
+
+def test_jobs_queue_in_order_and_a_waiting_client_is_told_its_place(tmp_path):
+    factory = Factory(delay=1.5)
+    with EngineServer(state_file=tmp_path / "s.json", restorer_factory=factory, preload=False) as srv:
+        srv.restorer("fake", "auto")
+        first = _start_job(srv, _u8())  # holds the model for 1.5 s
+        seen, results = [], []
+        second = threading.Thread(target=lambda: results.append(_client(srv).restore(
+            _u8().tobytes(), 10, 12, 4, "u8", "remove the noise", on_progress=seen.append)))
+        second.start()
+        assert _wait(lambda: any(m["stage"] == Stage.QUEUED for m in seen), 5)
+        queued = next(m for m in seen if m["stage"] == Stage.QUEUED)
+        assert queued["position"] == 1 and queued["text"] == "queued behind 1 job"
+        ping = _client(srv).ping()  # a ping answers at once while jobs run and wait
+        assert ping["running"] and ping["queued"] == 1
+        second.join(20)
+        first.close()
+        assert results and results[0][0]["type"] == "result"
+        stages = [m["stage"] for m in seen]
+        assert stages.index(Stage.QUEUED) < stages.index(Stage.RESTORING)
+
+
 def test_one_server_per_state_file_and_cleanup(tmp_path):
     path = tmp_path / "s.json"
     first = EngineServer(state_file=path, restorer_factory=Factory(), preload=False).start()
     try:
-        with pytest.raises(AlreadyRunning, match="already runs"):
+        with pytest.raises(AlreadyRunningError, match="already runs"):
             EngineServer(state_file=path, restorer_factory=Factory(), preload=False).start()
-        assert protocol.connect(path) is not None
+        assert protocol.connect(path) is not None and protocol.lock_held(path)
     finally:
         first.close()
-    assert not path.exists() and protocol.connect(path) is None
+    assert not path.exists() and protocol.connect(path) is None and not protocol.lock_held(path)
     with EngineServer(state_file=path, restorer_factory=Factory(), preload=False) as again:
         assert protocol.connect(path).port == again.port
 
 
-def test_shutdown_request_and_idle_exit(tmp_path):
+def test_shutdown_is_immediate_and_idle_exit_counts_from_the_last_client(tmp_path):
     srv = EngineServer(state_file=tmp_path / "a.json", restorer_factory=Factory(), preload=False).start()
     t = threading.Thread(target=srv.serve_forever)
     t.start()
+    t0 = time.monotonic()
     _client(srv).shutdown()
     t.join(10)
-    assert not t.is_alive() and not (tmp_path / "a.json").exists()
+    assert not t.is_alive() and not (tmp_path / "a.json").exists() and time.monotonic() - t0 < 1.5
 
-    srv = EngineServer(state_file=tmp_path / "b.json", restorer_factory=Factory(), preload=False,
-                       idle_exit=0.3).start()
-    t0 = time.monotonic()
-    srv.serve_forever()
-    assert time.monotonic() - t0 < 5 and not (tmp_path / "b.json").exists()
+    # A job longer than idle_exit keeps it up; an unauthenticated connection held open does not.
+    factory = Factory(delay=1.5)
+    srv = EngineServer(state_file=tmp_path / "b.json", restorer_factory=factory, preload=False,
+                       idle_exit=0.6).start()
+    t = threading.Thread(target=srv.serve_forever)
+    t.start()
+    try:
+        reply, _ = _client(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
+        done = time.monotonic()
+        assert reply["type"] == "result" and t.is_alive()
+        with socket.create_connection(("127.0.0.1", srv.port)):
+            t.join(10)
+        assert not t.is_alive() and 0.6 <= time.monotonic() - done < 3
+        assert not (tmp_path / "b.json").exists()
+    finally:
+        srv.shutdown()
+        t.join(10)
 
 
 def test_ensure_server_reports_a_missing_interpreter(tmp_path):
@@ -328,6 +488,24 @@ def test_ensure_server_reports_a_missing_interpreter(tmp_path):
         protocol.ensure_server(tmp_path / "s.json", str(tmp_path / "no-python"))
     with pytest.raises(protocol.ServerUnavailable, match="gimp-install"):
         protocol.ensure_server(tmp_path / "s.json", None)
+
+
+def test_a_server_that_runs_but_does_not_answer_is_not_doubled(tmp_path, monkeypatch):
+    """Busy is not "no server": while a server holds the lock, the plug-in waits for it and never starts another."""
+    from engine.serve.state import StateLock
+
+    path = tmp_path / "s.json"
+    lock = StateLock(path)
+    lock.acquire()
+    spawned = []
+    monkeypatch.setattr(protocol, "spawn_server", lambda *a, **k: spawned.append(a))
+    try:
+        write_state(path, {"port": 9, "token": "t", "pid": os.getpid()})  # nothing listens on port 9
+        with pytest.raises(protocol.ServerUnavailable, match=r"runs but did not answer .*server\.log") as err:
+            protocol.ensure_server(path, sys.executable, timeout=0.5, log_file=tmp_path / "server.log")
+        assert "serve --stop" in str(err.value) and spawned == []
+    finally:
+        lock.release()
 
 
 # --- the real thing: spawned on demand, as the plug-in does -------------------------
@@ -342,15 +520,12 @@ def test_ensure_server_starts_a_real_server_that_keeps_the_model(tmp_path, tiny_
         assert client.pid != os.getpid()
         assert stat.S_IMODE(state.stat().st_mode) == 0o600
         img = np.random.default_rng(3).random((24, 32, 3), dtype=np.float32)
-        times = []
         for _ in range(2):
-            t = time.perf_counter()
             reply, data = client.restore(img.tobytes(), 32, 24, 3, "f32", "remove the noise")
-            times.append(time.perf_counter() - t)
         out = np.frombuffer(data, "<f4").reshape(24, 32, 3)
         assert reply["model"] == "tiny-test" and np.isfinite(out).all() and not np.allclose(out, img)
         pong = client.ping()
-        assert pong["loads"] == 1 and pong["jobs_done"] == 2
+        assert pong["loads"] == 1 and pong["jobs_done"] == 2 and pong["idle_exit"] == 120
         assert protocol.ensure_server(state, sys.executable).pid == client.pid  # found, not started again
     finally:
         client.shutdown()
@@ -366,5 +541,19 @@ def test_a_model_that_cannot_load_comes_back_as_a_readable_error(tmp_path):
     with EngineServer(state_file=tmp_path / "s.json", restorer_factory=factory, preload=False) as srv:
         with pytest.raises(ServerError, match="no model called 'nope'") as err:
             _client(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise", model="nope")
-        assert err.value.code == "failed"
+        assert err.value.code == ModelNotFoundError.code
         assert _client(srv).ping()["type"] == "pong"
+
+
+def test_an_unexpected_failure_is_logged_and_reported_as_failed(tmp_path, caplog):
+    class Broken(Factory):
+        def __call__(self, model, device):
+            r = super().__call__(model, device)
+            r.restore = lambda *a, **k: 1 / 0
+            return r
+
+    with EngineServer(state_file=tmp_path / "s.json", restorer_factory=Broken(), preload=False) as srv:
+        with pytest.raises(ServerError, match="ZeroDivisionError.*server's log") as err:
+            _client(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
+        assert err.value.code == Code.FAILED
+    assert any(r.exc_info for r in caplog.records if r.name == "instructir.server")

@@ -9,28 +9,39 @@ Wire format (TCP on 127.0.0.1). Every message, either way, is one frame::
     b"IIR1" | header length (uint32, big-endian) | payload length (uint64, big-endian)
     header: UTF-8 JSON object | payload: raw bytes
 
-A request's header carries ``token`` (the secret from the state file) and
-``type``: ``ping``, ``restore`` or ``shutdown``. A ``restore`` request carries
-``instruction``, ``strength`` (0..1, scales the strengths read from the
-instruction; ``strength_mode: "override"`` replaces them, like the CLI's
-``--strength``), ``width``, ``height``, ``channels`` (1 gray, 2 gray+alpha,
-3 RGB, 4 RGBA), ``dtype`` (``u8``, ``u16`` or ``f32``, interleaved rows, values
-non-linear sRGB in [0, 1] for f32) and optionally ``mask_dtype``: then a
-one-channel selection mask of the same size follows the pixels and the result
-is blended with it. Optional ``model`` and ``device`` pick the model.
-Optional ``mode``: ``"instructir"`` (the default) or ``"spire"``, the
-optional diffusion mode: the instruction is then read as a SPIRE restoration
-prompt, ``semantic`` (text, may be empty) says what the image shows and
-``diffusion_steps`` (1-1000) how many sampling steps to take; the result has
-the request's size, and says ``"mode": "spire"`` and the ``prompt`` it ran.
+A request's header carries ``token`` (the secret from the state file),
+``version`` (:data:`PROTOCOL_VERSION`) and ``type``: ``ping``, ``restore`` or
+``shutdown``. The server drops a connection whose first header has not fully
+arrived within two seconds, so idle connections cannot use it up.
 
-The server answers with any number of ``progress`` frames (``stage``,
-``done``, ``total``, ``text``), then exactly one ``result`` frame (same
-width/height/channels/dtype as the request, payload = the pixels) or one
-``error`` frame (``code``, ``message``). A request with a payload is sent in
-two halves: prefix and header first; the server checks the token and the sizes
-and answers ``continue`` (then the payload follows) or an ``error`` frame, so a
-refused request never transfers its pixels. A client cancels by sending a
+A ``restore`` request carries ``instruction``, ``strength`` (0..1, scales the
+strengths read from the instruction; ``strength_mode: "override"`` replaces
+them, like the CLI's ``--strength``), ``width``, ``height``, ``channels``
+(1 gray, 2 gray+alpha, 3 RGB, 4 RGBA), ``dtype`` (``u8``, ``u16`` or ``f32``,
+interleaved rows, values non-linear sRGB, f32 values may lie outside [0, 1])
+and optionally ``mask_dtype`` (a one-channel selection mask the result is
+blended with). Optional ``model`` and ``device`` pick the model. Optional
+``mode``: ``"instructir"`` (the default) or ``"spire"``, the optional
+diffusion mode: the instruction is then read as a SPIRE restoration prompt,
+``semantic`` (text, may be empty) says what the image shows and
+``diffusion_steps`` (1-1000) how many sampling steps to take.
+
+The request header has no payload. The server checks the token, the sizes and
+whether its memory can hold the job *before any pixel is sent*, and answers an
+``error`` frame or ``continue`` with ``band_rows``: the client then sends the
+image as ``rows`` frames (``y``, ``rows``; payload: those rows of pixels, then
+the same rows of the mask), top to bottom, ``band_rows`` rows each (the last
+may be shorter). No frame is ever larger than about :data:`BAND_BYTES`, so no
+image size needs a server setting.
+
+The server then answers with any number of ``progress`` frames (``stage``, one
+of :class:`Stage`; ``done`` and ``total`` (per mille while restoring),
+``text``, and ``position`` (jobs ahead of this one) while queued), then either
+one ``error`` frame (``code``, ``message``) or one ``result`` frame (``width``,
+``height``, ``channels``, ``dtype``, ``band_rows``, the ``plan`` and the
+``steps`` run) followed by the result's ``rows`` frames. A result can be
+larger than the request (an up-sampling step): its ``width``/``height`` say so,
+and the selection mask is then not applied. A client cancels by sending a
 ``cancel`` frame or simply by closing the connection.
 
 The server publishes where it listens in a state file (JSON: ``port``,
@@ -40,26 +51,47 @@ overrides its location.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = b"IIR1"
 _FRAME = struct.Struct(">4sIQ")
 HOST = "127.0.0.1"
 MAX_HEADER_BYTES = 1 << 20
-DEFAULT_MAX_PAYLOAD = 1 << 30
+#: Target size of one ``rows`` frame; a band is at least one row, whatever the width.
+BAND_BYTES = 8 << 20
 MAX_INSTRUCTION_CHARS = 2000
 MODES = ("instructir", "spire")
 MAX_DIFFUSION_STEPS = 1000
 DTYPE_SIZES = {"u8": 1, "u16": 2, "f32": 4}
 STATE_ENV = "INSTRUCTIR_SERVER_STATE"
+
+
+class Stage(str, enum.Enum):
+    """What a ``progress`` frame reports."""
+
+    LOADING = "loading"      # loading the model (first job only)
+    QUEUED = "queued"        # waiting behind other jobs; ``position`` says how many
+    RESTORING = "restoring"  # ``done``/``total``: per mille of the job
+    WORKING = "working"      # a heartbeat with nothing new to measure
+
+
+class Code(str, enum.Enum):
+    """Error codes of the protocol itself; engine errors travel with their own ``StudioError.code``."""
+
+    BAD_REQUEST = "bad-request"
+    UNAUTHORIZED = "unauthorized"
+    VERSION = "version"
+    TOO_LARGE = "too-large"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
 
 
 class ProtocolError(Exception):
@@ -108,23 +140,32 @@ def send_message(sock: socket.socket, header: dict, *payload) -> None:
         sock.sendall(p)
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
+def recv_into(sock: socket.socket, view: memoryview, deadline: float | None = None) -> None:
+    """Fill ``view`` from the socket; past ``deadline`` (``time.monotonic()``) raise ``socket.timeout``."""
+    got, n = 0, view.nbytes
     while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out")  # noqa: UP041 - TimeoutError only since 3.10 (GIMP may be older)
+            sock.settimeout(left)
         k = sock.recv_into(view[got:], min(n - got, 1 << 22))
         if k == 0:
-            raise ConnectionClosed("connection closed mid-frame" if got or n else "connection closed")
+            raise ConnectionClosed("connection closed mid-frame" if got else "connection closed")
         got += k
+
+
+def recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytearray:
+    buf = bytearray(n)
+    recv_into(sock, memoryview(buf), deadline)
     return buf
 
 
-def recv_header(sock: socket.socket, max_header: int = MAX_HEADER_BYTES,
-                max_payload: int = DEFAULT_MAX_PAYLOAD) -> tuple:
+def recv_header(sock: socket.socket, max_header: int = MAX_HEADER_BYTES, max_payload: int = 1 << 20,
+                deadline: float | None = None) -> tuple:
     """Read a frame's header; returns ``(header dict, payload length)`` with the payload still unread."""
     try:
-        head = recv_exact(sock, _FRAME.size)
+        head = recv_exact(sock, _FRAME.size, deadline)
     except ConnectionClosed:
         raise ConnectionClosed("connection closed") from None
     magic, hlen, plen = _FRAME.unpack(head)
@@ -133,10 +174,9 @@ def recv_header(sock: socket.socket, max_header: int = MAX_HEADER_BYTES,
     if hlen > max_header:
         raise RequestTooLarge(f"header of {hlen} bytes is over the limit of {max_header}")
     if plen > max_payload:
-        raise RequestTooLarge(f"request of {plen / 1e6:.0f} MB is over the server's limit of "
-                              f"{max_payload / 1e6:.0f} MB")
+        raise RequestTooLarge(f"a frame of {plen / 1e6:.1f} MB is over the limit of {max_payload / 1e6:.1f} MB")
     try:
-        header = json.loads(bytes(recv_exact(sock, hlen)).decode("utf-8"))
+        header = json.loads(bytes(recv_exact(sock, hlen, deadline)).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -144,18 +184,45 @@ def recv_header(sock: socket.socket, max_header: int = MAX_HEADER_BYTES,
     return header, plen
 
 
-def recv_message(sock: socket.socket, max_header: int = MAX_HEADER_BYTES,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD) -> tuple:
+def recv_message(sock: socket.socket, max_header: int = MAX_HEADER_BYTES, max_payload: int = 1 << 20) -> tuple:
     header, plen = recv_header(sock, max_header, max_payload)
     return header, recv_exact(sock, plen)
+
+
+def error_frame(code, message: str) -> dict:
+    return {"type": "error", "code": getattr(code, "value", code), "message": message}
+
+
+def raise_error(reply: dict) -> None:
+    raise ServerError(str(reply.get("code", Code.FAILED.value)), str(reply.get("message", "server error")))
+
+
+# --- images -------------------------------------------------------------------
 
 
 def image_nbytes(width: int, height: int, channels: int, dtype: str) -> int:
     return int(width) * int(height) * int(channels) * DTYPE_SIZES[dtype]
 
 
-def check_restore_request(header: dict, payload_len: int) -> tuple:
-    """Validate a ``restore`` header against its payload length; returns (image bytes, mask bytes)."""
+def row_bytes(header: dict) -> tuple:
+    """(pixel bytes, mask bytes) of one row of a restore request or result."""
+    w, c = int(header["width"]), int(header["channels"])
+    mask = header.get("mask_dtype")
+    return w * c * DTYPE_SIZES[header["dtype"]], (w * DTYPE_SIZES[mask] if mask else 0)
+
+
+def band_rows(width: int, bytes_per_row: int) -> int:
+    """Rows per ``rows`` frame: about :data:`BAND_BYTES` each, at least one row."""
+    return max(1, BAND_BYTES // max(1, int(bytes_per_row)))
+
+
+def bands(height: int, rows: int):
+    """``(y, n)`` of the bands covering ``height`` rows, ``rows`` at a time."""
+    return [(y, min(rows, height - y)) for y in range(0, int(height), max(1, int(rows)))]
+
+
+def check_restore_request(header: dict) -> None:
+    """Validate a ``restore`` header (sizes, types, ranges); raises ProtocolError."""
     try:
         w, h, c = int(header["width"]), int(header["height"]), int(header["channels"])
         dtype = header["dtype"]
@@ -169,7 +236,7 @@ def check_restore_request(header: dict, payload_len: int) -> tuple:
     if not isinstance(instruction, str) or len(instruction) > MAX_INSTRUCTION_CHARS:
         raise ProtocolError(f"the instruction must be text of at most {MAX_INSTRUCTION_CHARS} characters")
     strength = header.get("strength", 1.0)
-    if not isinstance(strength, (int, float)) or not 0.0 <= float(strength) <= 1.0:
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= float(strength) <= 1.0:
         raise ProtocolError("strength must be a number from 0 to 1")
     if header.get("strength_mode", "scale") not in ("scale", "override"):
         raise ProtocolError("strength_mode must be 'scale' or 'override'")
@@ -182,15 +249,9 @@ def check_restore_request(header: dict, payload_len: int) -> tuple:
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
                               or not 1 <= steps <= MAX_DIFFUSION_STEPS):
         raise ProtocolError(f"diffusion_steps must be a whole number from 1 to {MAX_DIFFUSION_STEPS}")
-    image = image_nbytes(w, h, c, dtype)
     mask_dtype = header.get("mask_dtype")
     if mask_dtype is not None and mask_dtype not in DTYPE_SIZES:
         raise ProtocolError(f"unknown mask dtype {mask_dtype!r}")
-    mask = image_nbytes(w, h, 1, mask_dtype) if mask_dtype else 0
-    if image + mask != payload_len:
-        raise ProtocolError(f"payload is {payload_len} bytes, expected {image + mask} for {w}x{h}x{c} {dtype}"
-                            + (" + mask" if mask else ""))
-    return image, mask
 
 
 # --- state file ---------------------------------------------------------------
@@ -199,29 +260,6 @@ def check_restore_request(header: dict, payload_len: int) -> tuple:
 def state_path(default: str | os.PathLike | None = None) -> str | None:
     """The state file: ``$INSTRUCTIR_SERVER_STATE`` when set, else ``default``."""
     return os.environ.get(STATE_ENV) or (os.fspath(default) if default else None)
-
-
-def write_state(path: str | os.PathLike, state: dict) -> None:
-    """Atomically write the state file, user-only (0600) in a user-only (0700) folder."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    try:
-        os.chmod(folder, 0o700)
-    except OSError:
-        pass
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".server-", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600) if hasattr(os, "fchmod") else None
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def read_state(path: str | os.PathLike | None) -> dict | None:
@@ -234,6 +272,25 @@ def read_state(path: str | os.PathLike | None) -> dict | None:
         return state
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def pid_alive(pid) -> bool:
+    """Whether process ``pid`` exists (POSIX; elsewhere: assume it does)."""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --- client -------------------------------------------------------------------
@@ -254,44 +311,21 @@ class Client:
         sock.settimeout(self.read_timeout)
         return sock
 
-    def call(self, header: dict, *payload, on_progress=None, should_cancel=None) -> tuple:
-        """Send one request; returns the final ``(header, payload)``; raises ServerError on an error frame.
+    def _header(self, header: dict) -> dict:
+        return dict(header, token=self.token, version=PROTOCOL_VERSION)
 
-        ``on_progress(msg)`` sees every progress frame; ``should_cancel()``, polled between
-        frames, makes the client send a cancel frame and close.
-        """
-        header = dict(header, token=self.token, version=PROTOCOL_VERSION)
-        parts = _parts(payload)
-        size = sum(p.nbytes for p in parts)
+    def call(self, header: dict) -> dict:
+        """Send a request without pixels (ping, shutdown); returns the reply header."""
         with self._connect() as sock:
-            send_head(sock, header, size)
-            if size:  # the server checks token and size first: a refusal arrives before any pixels are sent
-                reply, plen = recv_header(sock, max_payload=1 << 20)
-                if reply.get("type") != "continue":
-                    recv_exact(sock, plen)
-                    raise ServerError(str(reply.get("code", "error")), str(reply.get("message", "server error")))
-                for p in parts:
-                    sock.sendall(p)
-            while True:
-                if should_cancel is not None and should_cancel():
-                    try:
-                        send_message(sock, {"type": "cancel"})
-                    except OSError:
-                        pass
-                    raise ServerError("cancelled", "cancelled")
-                reply, plen = recv_header(sock, max_payload=1 << 40)
-                kind = reply.get("type")
-                if kind == "progress":
-                    if on_progress is not None:
-                        on_progress(reply)
-                    continue
-                data = recv_exact(sock, plen)
-                if kind == "error":
-                    raise ServerError(str(reply.get("code", "error")), str(reply.get("message", "server error")))
-                return reply, data
+            send_message(sock, self._header(header))
+            reply, plen = recv_header(sock)
+            recv_exact(sock, plen)
+            if reply.get("type") == "error":
+                raise_error(reply)
+            return reply
 
     def ping(self) -> dict:
-        return self.call({"type": "ping"})[0]
+        return self.call({"type": "ping"})
 
     def shutdown(self) -> None:
         self.call({"type": "shutdown"})
@@ -300,9 +334,15 @@ class Client:
                 strength: float = 1.0, strength_mode: str = "scale", mask=None, mask_dtype: str | None = None,
                 model: str | None = None, device: str | None = None, mode: str | None = None,
                 semantic: str | None = None, diffusion_steps: int | None = None, on_progress=None,
-                should_cancel=None) -> tuple:
-        """Restore interleaved pixels; returns ``(result header, result pixels)``.
+                should_cancel=None, on_result=None, on_rows=None) -> tuple:
+        """Restore an image; returns ``(result header, result pixels)``.
 
+        ``pixels`` (and ``mask``) are either bytes-like holding the whole image or a function
+        ``read(y, rows)`` giving those rows, called band by band as they are sent, so a caller
+        never needs the whole image in memory. The result arrives the same way: ``on_result(header)``
+        sees the result header first, then ``on_rows(y, rows, data)`` each band; without
+        ``on_rows`` the bands are joined and returned. ``on_progress(msg)`` sees every progress
+        frame; ``should_cancel()``, polled between frames, makes the client send ``cancel`` and stop.
         ``mode="spire"`` asks for the optional SPIRE diffusion mode (``semantic``, ``diffusion_steps``).
         """
         header = {"type": "restore", "instruction": instruction, "strength": float(strength),
@@ -319,7 +359,74 @@ class Client:
             header["model"] = model
         if device:
             header["device"] = device
-        return self.call(header, pixels, mask, on_progress=on_progress, should_cancel=should_cancel)
+        pix_row, mask_row = row_bytes(header)
+        read_pixels = _reader(pixels, pix_row)
+        read_mask = _reader(mask, mask_row) if mask is not None else None
+        with self._connect() as sock:
+            send_message(sock, self._header(header))
+            # The server checks token, sizes and memory first: a refusal arrives before any pixel is read.
+            reply, plen = recv_header(sock)
+            recv_exact(sock, plen)
+            if reply.get("type") != "continue":
+                raise_error(reply)
+            try:
+                for y, n in bands(height, int(reply.get("band_rows") or 1)):
+                    send_message(sock, {"type": "rows", "y": y, "rows": n}, read_pixels(y, n),
+                                 read_mask(y, n) if read_mask else None)
+            except OSError:
+                reply, plen = recv_header(sock)  # the server refused mid-way: read its reason
+                if reply.get("type") == "error":
+                    raise_error(reply)
+                raise
+            return self._receive(sock, on_progress, should_cancel, on_result, on_rows)
+
+    def _receive(self, sock, on_progress, should_cancel, on_result, on_rows) -> tuple:
+        while True:
+            if should_cancel is not None and should_cancel():
+                try:
+                    send_message(sock, {"type": "cancel"})
+                except OSError:
+                    pass
+                raise ServerError(Code.CANCELLED.value, "cancelled")
+            reply, plen = recv_header(sock)
+            kind = reply.get("type")
+            if kind == "progress":
+                recv_exact(sock, plen)
+                if on_progress is not None:
+                    on_progress(reply)
+                continue
+            if kind == "error":
+                recv_exact(sock, plen)
+                raise_error(reply)
+            if kind != "result":
+                raise ProtocolError(f"unexpected {kind!r} frame from the server")
+            break
+        if on_result is not None:
+            on_result(reply)
+        pix_row, _ = row_bytes(reply)
+        height = int(reply["height"])
+        joined = bytearray() if on_rows is None else None
+        expected = 0
+        while expected < height:
+            head, plen = recv_header(sock, max_payload=max(BAND_BYTES, pix_row) * 2)
+            y, n = int(head.get("y", -1)), int(head.get("rows", 0))
+            if head.get("type") != "rows" or y != expected or n < 1 or plen != n * pix_row:
+                raise ProtocolError("the server sent a malformed result band")
+            data = recv_exact(sock, plen)
+            if joined is None:
+                on_rows(y, n, data)
+            else:
+                joined += data
+            expected += n
+        return reply, joined
+
+
+def _reader(source, row: int):
+    """A ``read(y, rows)`` for ``source``: a function already, or bytes-like holding all rows."""
+    if callable(source):
+        return source
+    view = memoryview(source).cast("B")
+    return lambda y, n: view[y * row:(y + n) * row]
 
 
 def connect(state_file: str | os.PathLike | None, timeout: float = 3.0) -> Client | None:
@@ -334,6 +441,41 @@ def connect(state_file: str | os.PathLike | None, timeout: float = 3.0) -> Clien
         return None
     client.read_timeout = 120.0
     return client
+
+
+def lock_path(state_file: str | os.PathLike) -> str:
+    """The lock a running server holds for its whole life, next to its state file."""
+    return os.fspath(state_file) + ".lock"
+
+
+def lock_held(state_file: str | os.PathLike | None) -> bool | None:
+    """Whether a server holds the lock of ``state_file`` (None where that cannot be told: no fcntl)."""
+    if not state_file:
+        return False
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(lock_path(state_file), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we may have got
+    return False
+
+
+def server_alive(state_file: str | os.PathLike | None) -> dict | None:
+    """The state of a server that exists but did not answer (it holds the lock), else None."""
+    held = lock_held(state_file)
+    state = read_state(state_file) or ({} if held else None)
+    if held is None:
+        held = state is not None and pid_alive(state.get("pid"))
+    return state if held else None
 
 
 def spawn_server(python: str, state_file: str | os.PathLike, *, engine_path: str | None = None,
@@ -357,42 +499,89 @@ def spawn_server(python: str, state_file: str | os.PathLike, *, engine_path: str
             os.close(log)
 
 
+#: ``instructir serve`` exits with this when another server holds the state file's lock.
+EXIT_ALREADY_RUNNING = 3
+
+
 def ensure_server(state_file: str | os.PathLike, python: str | None, *, engine_path: str | None = None,
                   args: list | None = None, log_file: str | os.PathLike | None = None, timeout: float = 120.0,
                   on_wait=None) -> Client:
     """A client for a live server: the one in ``state_file``, else one started with ``python``.
 
-    ``on_wait(seconds)`` is called while waiting for a new server to come up.
+    A server from another protocol version is asked to stop and replaced. A server whose
+    process lives but does not answer yet is waited for, never doubled. ``on_wait(seconds)``
+    is called while waiting for a server to come up.
     """
     client = connect(state_file)
     if client is not None:
-        return client
+        if _same_version(client):
+            return client
+        try:
+            client.shutdown()  # an engine server from before an upgrade: replace it
+        except (OSError, ProtocolError, ServerError):
+            pass
+        _wait_gone(state_file, client.pid, 10.0)
+    start = time.monotonic()
+
+    def spawn():
+        _check_python(python)
+        try:
+            return spawn_server(python, state_file, engine_path=engine_path, args=args, log_file=log_file)
+        except OSError as exc:
+            raise ServerUnavailable(f"cannot start the engine server with {python}: {exc}"
+                                    + _log_hint(log_file)) from exc
+
+    proc = spawn() if server_alive(state_file) is None else None  # else one is there, starting: wait for it
+    spawns = 1
+    while time.monotonic() - start < timeout:
+        client = connect(state_file)
+        if client is not None:
+            return client
+        code = proc.poll() if proc is not None else None
+        if code is not None:
+            if code != EXIT_ALREADY_RUNNING:
+                raise ServerUnavailable(f"the engine server exited with code {code} while starting"
+                                        + _log_tail(log_file) + _log_hint(log_file))
+            # Another one won the race for the state file: wait for that one (or try again if it is gone).
+            proc = None
+            if server_alive(state_file) is None and spawns < 3:
+                proc, spawns = spawn(), spawns + 1
+        if on_wait is not None:
+            on_wait(time.monotonic() - start)
+        time.sleep(0.2)
+    alive = server_alive(state_file)
+    if alive is not None:
+        raise ServerUnavailable(f"the engine server (pid {alive.get('pid')}) runs but did not answer within "
+                                f"{timeout:.0f} s; stop it with 'instructir serve --stop' (or end that process) "
+                                "and try again" + _log_hint(log_file))
+    raise ServerUnavailable(f"the engine server did not come up within {timeout:.0f} s" + _log_tail(log_file)
+                            + _log_hint(log_file))
+
+
+def _same_version(client: Client) -> bool:
+    try:
+        return int(client.ping().get("version", 0)) == PROTOCOL_VERSION
+    except (OSError, ProtocolError, ServerError, TypeError, ValueError):
+        return False
+
+
+def _wait_gone(state_file, pid, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (read_state(state_file) is not None and pid_alive(pid)):
+        time.sleep(0.1)
+
+
+def _check_python(python: str | None) -> None:
     if not python:
         raise ServerUnavailable("no InstructIR engine server is running and no Python interpreter was recorded "
                                 "to start one; run 'instructir gimp-install' or start 'instructir serve'")
     if not os.path.exists(python):
         raise ServerUnavailable(f"the Python interpreter recorded at install time, {python}, is gone; "
                                 "run 'instructir gimp-install' again from the environment that has the engine")
-    try:
-        proc = spawn_server(python, state_file, engine_path=engine_path, args=args, log_file=log_file)
-    except OSError as exc:
-        raise ServerUnavailable(f"cannot start the engine server with {python}: {exc}") from exc
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        client = connect(state_file)
-        if client is not None:
-            return client
-        code = proc.poll()
-        if code is not None:
-            client = connect(state_file)  # another server won the race for the state file
-            if client is not None:
-                return client
-            raise ServerUnavailable(f"the engine server exited with code {code} while starting"
-                                    + _log_tail(log_file))
-        if on_wait is not None:
-            on_wait(time.monotonic() - start)
-        time.sleep(0.2)
-    raise ServerUnavailable(f"the engine server did not come up within {timeout:.0f} s" + _log_tail(log_file))
+
+
+def _log_hint(log_file) -> str:
+    return f" (the engine server's log is {log_file})" if log_file else ""
 
 
 def _log_tail(log_file, lines: int = 6) -> str:
@@ -403,7 +592,7 @@ def _log_tail(log_file, lines: int = 6) -> str:
             tail = [line.rstrip() for line in fh.readlines()[-lines:] if line.strip()]
     except OSError:
         return ""
-    return (":\n" + "\n".join(tail)) if tail else ""
+    return (":\n" + "\n".join(tail) + "\n") if tail else ""
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick manual probe: python protocol.py STATE_FILE

@@ -1,27 +1,35 @@
 """``instructir serve``: a long-lived engine server on 127.0.0.1 for the GIMP plug-in.
 
 The server keeps the model loaded between requests (the first request pays
-the load, later ones do not), answers one client per thread, and shares the
-model between them one job at a time. It listens on the loopback interface
-only, requires the random token it writes to its state file (user-only, 0600,
-in a 0700 folder), refuses frames over its size limit before reading them,
-streams progress, and cancels a job whose client sends ``cancel`` or goes
-away, without ever going down with it. The wire format is in
-``engine/serve/protocol.py``. A ``mode: "spire"`` request runs the optional SPIRE
-diffusion pipeline instead, loaded on the first such request and kept the same
-way; where SPIRE cannot run, the error says why (``engine.spire.available()``).
+the load, later ones do not), answers each connection on its own thread
+(``socketserver``), and runs jobs on the model one at a time, first come first
+served, telling a waiting client how many jobs are ahead of it. Every job is
+one call of the engine's ``EditSession.apply``: planning, strength and every
+kind of step (InstructIR, up-sampling, SPIRE) are the engine's; the server only
+moves pixels (``engine.serve.layers``) and reports progress.
+
+Safety: it listens on the loopback interface only and requires the random
+token it writes to its state file (user-only, 0600, in a 0700 folder). A
+connection must deliver its first header within :data:`AUTH_TIMEOUT` seconds
+or it is dropped; connections that have not authenticated never count as
+clients, never queue a job and never keep the server alive. Before any pixel
+is sent, a request is checked against the memory the machine has free. A
+client that sends ``cancel`` or goes away cancels its job; the server never
+goes down with it. Errors reach the client as ``StudioError.code`` and the
+error's own message; anything else is logged with its traceback.
 
 Lifecycle: the plug-in reads the state file, pings the server, and when none
-answers starts ``<python recorded at install time> -m engine.cli serve`` detached
-and waits for the state file. A lock next to the state file keeps a second
-server off the same file; the server removes the file when it stops (on a
-``shutdown`` request, SIGTERM/SIGINT, or after ``--idle-exit`` seconds unused).
+answers starts ``<python recorded at install time> -m engine.cli serve
+--idle-exit N`` detached. A lock next to the state file keeps a second server
+off the same file. The server exits ``--idle-exit`` seconds after its last
+client disconnected (the plug-in passes the value chosen at ``instructir
+gimp-install``, 300 s by default), at once on ``instructir serve --stop``
+or SIGTERM/SIGINT, and removes the state file when it stops.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hmac
 import logging
 import os
@@ -30,22 +38,30 @@ import secrets
 import select
 import signal
 import socket
+import socketserver
 import sys
 import threading
 import time
 from pathlib import Path
 
+from engine.errors import StudioError
 from engine.serve import protocol
-from engine.serve.protocol import HOST, ConnectionClosed, ProtocolError, RequestTooLarge
+from engine.serve.layers import WireLayer
+from engine.serve.protocol import HOST, Code, ConnectionClosed, ProtocolError, Stage
+from engine.serve.state import AlreadyRunningError, JobQueue, Lifetime, StateLock, write_state
 
 log = logging.getLogger("instructir.server")
 
 APP_NAME = "instructir-studio"
-HEADER_TIMEOUT = 30.0
+#: Seconds a new connection has to deliver its first header (token included) before it is dropped.
+AUTH_TIMEOUT = 2.0
 PAYLOAD_TIMEOUT = 120.0
 HEARTBEAT_SECONDS = 1.0
 PROGRESS_INTERVAL = 0.1
-MAX_CLIENTS = 16
+#: Connections still authenticating at once; more are closed at once (each is dropped within AUTH_TIMEOUT).
+MAX_PENDING = 256
+#: The largest layer the server takes, as the engine's largest result (200 MP).
+MAX_PIXELS = 200_000_000
 
 
 def default_state_file() -> Path:
@@ -58,33 +74,60 @@ def default_state_file() -> Path:
     return Path(platformdirs.user_state_dir(APP_NAME, appauthor=False)) / "server.json"
 
 
-class NothingToDo(Exception):
-    """No part of the instruction asks for a restoration."""
-
-
-class AlreadyRunning(Exception):
-    """Another server holds the state file."""
-
-
-class SpireUnavailable(Exception):
+class SpireUnavailableError(StudioError):
     """SPIRE mode was asked for but cannot run here; the message says why (``engine.spire.available()``)."""
+
+    code = "spire-unavailable"
+
+
+class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = os.name == "posix"
+    request_queue_size = 64
+
+    def __init__(self, engine: EngineServer, address) -> None:
+        self.engine = engine
+        super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.engine._pending.acquire(blocking=False):
+            self.shutdown_request(request)  # a flood of unauthenticated connections: drop the newest
+            return
+        super().process_request(request, client_address)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.server.engine._serve_client(self.request)
+
+
+class _LazySpire:
+    """The SPIRE pipeline as the session's SPIRE runner sees it, loaded on the first step that needs it."""
+
+    def __init__(self, server: EngineServer, device: str | None, on_loading) -> None:
+        self.server, self.device, self.on_loading = server, device, on_loading
+
+    def restore(self, *args, **kwargs):
+        return self.server.spire(self.device, on_loading=self.on_loading).restore(*args, **kwargs)
 
 
 class EngineServer:
     """The server. ``restorer_factory(model, device)`` builds a Restorer, ``spire_factory(device)`` the optional
-    SPIRE pipeline, loaded on the first SPIRE request and kept (tests pass fakes)."""
+    SPIRE pipeline, loaded on the first SPIRE request and kept (tests pass fakes). ``memory_available()``
+    says how many bytes a job may use (default: what the system has free)."""
 
     def __init__(self, *, model: str = "default", device: str = "auto", fast: bool = False, tile: int = 0,
-                 port: int = 0, state_file: str | os.PathLike | None = None,
-                 max_request_bytes: int = protocol.DEFAULT_MAX_PAYLOAD, idle_exit: float = 0.0,
-                 token: str | None = None, restorer_factory=None, preload: bool = True, spire_factory=None) -> None:
+                 port: int = 0, state_file: str | os.PathLike | None = None, idle_exit: float = 0.0,
+                 token: str | None = None, restorer_factory=None, preload: bool = True, spire_factory=None,
+                 max_pixels: int = MAX_PIXELS, memory_available=None) -> None:
         self.model, self.device, self.fast, self.tile = model, device, fast, tile
         self.port = port
         self.state_file = Path(state_file) if state_file else default_state_file()
-        self.max_request_bytes = int(max_request_bytes)
         self.idle_exit = float(idle_exit)
         self.token = token or secrets.token_hex(32)
         self.preload = preload
+        self.max_pixels = int(max_pixels)
+        self._memory_available = memory_available or _available_memory
         self._factory = restorer_factory or self._load_restorer
         self._restorers: dict[tuple[str, str], object] = {}
         self._spire_factory = spire_factory or self._load_spire
@@ -92,70 +135,42 @@ class EngineServer:
         self._spire_lock = threading.Lock()
         self.spire_loads = 0
         self._load_lock = threading.Lock()
-        self._model_lock = threading.Lock()
-        self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._jobs = JobQueue()
+        self.lifetime = Lifetime()
+        self._pending = threading.BoundedSemaphore(MAX_PENDING)
+        self._cancels: set = set()
         self._stop = threading.Event()
-        self._active = 0
-        self._active_lock = threading.Lock()
-        self._last_activity = time.monotonic()
-        self._sock: socket.socket | None = None
-        self._lock_fh = None
+        self._lock = StateLock(self.state_file)
+        self._tcp: _TCPServer | None = None
         self._thread: threading.Thread | None = None
         self.jobs_done = 0
         self.loads = 0
 
     # --- lifecycle ----------------------------------------------------------
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._tcp.server_address if self._tcp else (HOST, self.port)
+
     def start(self) -> EngineServer:
         """Take the state-file lock, bind 127.0.0.1, publish the state file, accept in the background."""
-        self._take_lock()
+        self._lock.acquire()
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            if os.name == "posix":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((HOST, self.port))
-            sock.listen(32)
-            sock.settimeout(0.5)
+            self._tcp = _TCPServer(self, (HOST, self.port))
         except BaseException:
-            self._release_lock()
+            self._lock.release()
             raise
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        protocol.write_state(self.state_file, {
+        self.port = self._tcp.server_address[1]
+        write_state(self.state_file, {
             "port": self.port, "token": self.token, "pid": os.getpid(), "version": protocol.PROTOCOL_VERSION,
             "model": self.model, "device": self.device, "started": time.time()})
         log.info("engine server on %s:%d (state %s)", HOST, self.port, self.state_file)
-        self._thread = threading.Thread(target=self._accept_loop, name="instructir-accept", daemon=True)
+        self._thread = threading.Thread(target=self._tcp.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="instructir-accept", daemon=True)
         self._thread.start()
         if self.preload:
             threading.Thread(target=self._preload, name="instructir-preload", daemon=True).start()
         return self
-
-    def _take_lock(self) -> None:
-        self.state_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            os.chmod(self.state_file.parent, 0o700)
-        except OSError:
-            pass
-        lock_path = self.state_file.with_name(self.state_file.name + ".lock")
-        fh = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+")  # held for the server's lifetime
-        try:
-            import fcntl
-
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # Windows: no advisory lock; the state file's ping decides
-            pass
-        except OSError:
-            fh.close()
-            state = protocol.read_state(self.state_file) or {}
-            raise AlreadyRunning(f"an engine server already runs for {self.state_file} "
-                                 f"(pid {state.get('pid', '?')}, port {state.get('port', '?')})") from None
-        self._lock_fh = fh
-
-    def _release_lock(self) -> None:
-        if self._lock_fh is not None:
-            self._lock_fh.close()
-            self._lock_fh = None
 
     def _preload(self) -> None:
         try:
@@ -164,11 +179,11 @@ class EngineServer:
             log.warning("could not load model %s: %s", self.model, exc)
 
     def serve_forever(self) -> None:
-        """Block until shutdown (request, signal or idle timeout), then clean up."""
+        """Block until shutdown (request, signal, or ``idle_exit`` seconds without clients), then clean up."""
         try:
             while not self._stop.wait(0.5):
-                if self.idle_exit and self._active == 0 and time.monotonic() - self._last_activity > self.idle_exit:
-                    log.info("idle for %.0f s: stopping", self.idle_exit)
+                if self.idle_exit and self.lifetime.idle_seconds() > self.idle_exit:
+                    log.info("no client for %.0f s: stopping", self.idle_exit)
                     self._stop.set()
         finally:
             self.close()
@@ -178,18 +193,16 @@ class EngineServer:
 
     def close(self) -> None:
         self._stop.set()
-        if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept loop at once on Linux
-            except OSError:
-                pass
-            self._sock.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        for cancel in list(self._cancels):
+            cancel.cancel()
+        if self._tcp is not None:
+            if self._thread is not None and self._thread.is_alive():
+                self._tcp.shutdown()
+            self._tcp.server_close()
         state = protocol.read_state(self.state_file)
         if state is not None and state.get("token") == self.token:
             self.state_file.unlink(missing_ok=True)
-        self._release_lock()
+        self._lock.release()
 
     def __enter__(self) -> EngineServer:
         return self.start()
@@ -228,7 +241,7 @@ class EngineServer:
         return SpirePipeline.from_pretrained(device=device)
 
     def spire(self, device: str | None = None, on_loading=None):
-        """The SPIRE pipeline, loaded on first use and kept; ``SpireUnavailable`` (with the reason) when it can't run.
+        """The SPIRE pipeline, loaded on first use and kept; ``SpireUnavailableError`` (why) when it can't run.
 
         ``engine.spire.available()`` is asked before each load, never after: it is cheap, but a loaded
         pipeline needs no second opinion.
@@ -240,7 +253,7 @@ class EngineServer:
 
         ok, reason = spire.available()
         if not ok:
-            raise SpireUnavailable(f"SPIRE mode is not available: {reason}")
+            raise SpireUnavailableError(f"SPIRE mode is not available: {reason}")
         if on_loading is not None:
             on_loading()
         with self._spire_lock:
@@ -250,7 +263,7 @@ class EngineServer:
                 try:
                     pipeline = self._spire_factory(device)
                 except (ImportError, OSError, RuntimeError) as exc:
-                    raise SpireUnavailable(f"SPIRE could not be loaded: {exc}") from exc
+                    raise SpireUnavailableError(f"SPIRE could not be loaded: {exc}") from exc
                 self.spire_loads += 1
                 log.info("loaded SPIRE on %s in %.1f s", device, time.perf_counter() - t)
                 self._spire = (device, pipeline)
@@ -258,103 +271,152 @@ class EngineServer:
 
     # --- connections --------------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, addr = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    return
-                continue
-            if not self._clients.acquire(blocking=False):
-                threading.Thread(target=self._refuse_busy, args=(conn,), daemon=True).start()
-                continue
-            threading.Thread(target=self._serve_client, args=(conn,), name=f"instructir-client-{addr[1]}",
-                             daemon=True).start()
-
-    def _refuse_busy(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            _try_send(conn, _error("busy", "the engine server is busy with too many clients; try again"))
-
     def _serve_client(self, conn: socket.socket) -> None:
-        with self._active_lock:
-            self._active += 1
         try:
-            with conn:
-                conn.settimeout(HEADER_TIMEOUT)
-                self._handle(conn)
+            try:
+                header, plen = self._first_header(conn)
+            finally:
+                self._pending.release()
+            if header is None:
+                return
+            token = header.get("token")
+            if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
+                log.warning("refused a request without the right token")
+                _try_send(conn, protocol.error_frame(Code.UNAUTHORIZED,
+                                                     "refused: the request does not carry this server's token"))
+                return
+            with self.lifetime.client():
+                conn.settimeout(PAYLOAD_TIMEOUT)
+                self._handle(conn, header, plen)
         except (ConnectionClosed, OSError) as exc:
             log.info("client went away: %s", exc)
         except Exception:  # noqa: BLE001 - one client's failure never stops the server
             log.exception("unexpected error while serving a client")
-        finally:
-            with self._active_lock:
-                self._active -= 1
-            self._last_activity = time.monotonic()
-            self._clients.release()
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _first_header(self, conn: socket.socket) -> tuple[dict | None, int]:
+        """The first header, whole within AUTH_TIMEOUT; (None, 0) after answering or dropping the connection."""
         try:
-            header, plen = protocol.recv_header(conn, max_payload=self.max_request_bytes)
-        except RequestTooLarge as exc:
-            _try_send(conn, _error("too-large", f"{exc} (select a smaller area, or restart the server with "
-                                                "'instructir serve --max-request-mb N')"))
-            return
+            return protocol.recv_header(conn, deadline=time.monotonic() + AUTH_TIMEOUT)
+        except TimeoutError:
+            log.info("dropped a connection that sent no request within %.0f s", AUTH_TIMEOUT)
         except ConnectionClosed:
-            return
+            pass
         except ProtocolError as exc:
-            _try_send(conn, _error("bad-request", str(exc)))
-            return
-        token = header.get("token")
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
-            log.warning("refused a request without the right token")
-            _try_send(conn, _error("unauthorized", "refused: the request does not carry this server's token"))
-            return
-        self._last_activity = time.monotonic()
+            _try_send(conn, protocol.error_frame(Code.BAD_REQUEST, str(exc)))
+        return None, 0
+
+    def _handle(self, conn: socket.socket, header: dict, plen: int) -> None:
         kind = header.get("type")
-        if kind != "restore" and plen:
-            _try_send(conn, _error("bad-request", f"a {kind!r} request carries no payload"))
+        if plen:
+            _try_send(conn, protocol.error_frame(Code.BAD_REQUEST, f"a {kind!r} request carries no payload"))
             return
         if kind == "ping":
-            protocol.send_message(conn, {"type": "pong", "version": protocol.PROTOCOL_VERSION, "pid": os.getpid(),
-                                         "model": self.model, "loaded": [k[0] for k in self._restorers],
-                                         "spire_loaded": self._spire is not None, "modes": list(protocol.MODES),
-                                         "jobs_done": self.jobs_done, "loads": self.loads})
+            protocol.send_message(conn, {
+                "type": "pong", "version": protocol.PROTOCOL_VERSION, "pid": os.getpid(), "model": self.model,
+                "loaded": [k[0] for k in self._restorers], "spire_loaded": self._spire is not None,
+                "modes": list(protocol.MODES), "jobs_done": self.jobs_done, "loads": self.loads,
+                "running": self._jobs.running, "queued": self._jobs.waiting, "idle_exit": self.idle_exit})
         elif kind == "shutdown":
             protocol.send_message(conn, {"type": "ok"})
+            log.info("stop requested")
             self.shutdown()
         elif kind == "restore":
-            try:
-                nbytes, mask_bytes = protocol.check_restore_request(header, plen)
-            except ProtocolError as exc:
-                _try_send(conn, _error("bad-request", str(exc)))
+            if header.get("version") != protocol.PROTOCOL_VERSION:
+                _try_send(conn, protocol.error_frame(
+                    Code.VERSION, "the GIMP plug-in and the engine server are from different versions of "
+                                  "InstructIR Studio: run 'instructir gimp-install' again and restart GIMP"))
                 return
-            protocol.send_message(conn, {"type": "continue"})
-            conn.settimeout(PAYLOAD_TIMEOUT)
-            payload = protocol.recv_exact(conn, plen)
-            self._run_job(conn, header, payload, nbytes)
+            layer = self._receive(conn, header)
+            if layer is not None:
+                self._run_job(conn, header, layer)
         else:
-            _try_send(conn, _error("bad-request", f"unknown request type {kind!r}"))
+            _try_send(conn, protocol.error_frame(Code.BAD_REQUEST, f"unknown request type {kind!r}"))
+
+    def _receive(self, conn: socket.socket, header: dict) -> WireLayer | None:
+        """Check a restore request before any pixel moves, then take its rows band by band."""
+        try:
+            protocol.check_restore_request(header)
+        except ProtocolError as exc:
+            _try_send(conn, protocol.error_frame(Code.BAD_REQUEST, str(exc)))
+            return None
+        w, h, c, dtype = int(header["width"]), int(header["height"]), int(header["channels"]), header["dtype"]
+        refusal = self._too_large(w, h, c, dtype, header.get("mask_dtype"))
+        if refusal:
+            _try_send(conn, protocol.error_frame(Code.TOO_LARGE, refusal))
+            return None
+        layer = WireLayer(w, h, c, dtype, header.get("mask_dtype"))
+        rows = protocol.band_rows(w, layer.row_bytes + layer.mask_row_bytes)
+        protocol.send_message(conn, {"type": "continue", "band_rows": rows})
+        band = bytearray(rows * (layer.row_bytes + layer.mask_row_bytes))
+        for y, n in protocol.bands(h, rows):
+            head, plen = protocol.recv_header(conn, max_payload=len(band))
+            expected = n * (layer.row_bytes + layer.mask_row_bytes)
+            if head.get("type") != "rows" or head.get("y") != y or head.get("rows") != n or plen != expected:
+                _try_send(conn, protocol.error_frame(Code.BAD_REQUEST, f"expected rows {y}..{y + n} of the image"))
+                return None
+            view = memoryview(band)[:plen]
+            protocol.recv_into(conn, view)
+            layer.put_rows(y, n, view)
+        return layer
+
+    def _too_large(self, w: int, h: int, c: int, dtype: str, mask_dtype: str | None) -> str:
+        if w * h > self.max_pixels:
+            return (f"the layer is {w} x {h} = {w * h / 1e6:.0f} MP, more than the engine's limit of "
+                    f"{self.max_pixels / 1e6:.0f} MP; select a part of it, or scale it down first")
+        need = WireLayer.estimate_bytes(w, h, c, dtype, mask_dtype)
+        free = self._memory_available()
+        if need > free:
+            return (f"the layer is {w} x {h} ({w * h / 1e6:.0f} MP): restoring it needs about {need / 1e9:.1f} GB "
+                    f"of memory and the engine's computer has {free / 1e9:.1f} GB free; close other programs, or "
+                    "select a smaller part of the layer")
+        return ""
 
     # --- jobs ---------------------------------------------------------------
 
-    def _run_job(self, conn: socket.socket, header: dict, payload: bytearray, nbytes: int) -> None:
-        from engine.jobs import CancelToken
+    def _run_job(self, conn: socket.socket, header: dict, layer: WireLayer) -> None:
+        from engine.jobs import Cancelled, CancelToken
 
         cancel = CancelToken()
+        self._cancels.add(cancel)
         events: queue.Queue = queue.Queue()
 
         def work() -> None:
             try:
-                events.put(("done", self.process(header, payload, nbytes, events, cancel)))
+                events.put(("done", self.process(header, layer, events, cancel)))
             except BaseException as exc:  # noqa: BLE001 - handed to the connection thread
                 events.put(("failed", exc))
 
         worker = threading.Thread(target=work, name="instructir-job", daemon=True)
         worker.start()
+        try:
+            kind, value, client_alive = self._relay(conn, events, cancel)
+            worker.join()
+        finally:
+            self._cancels.discard(cancel)
+        if kind == "done":
+            self.jobs_done += 1
+            if client_alive:
+                self._send_result(conn, layer, *value)
+            return
+        exc = value
+        if isinstance(exc, Cancelled):
+            log.info("job cancelled")
+            if client_alive:
+                _try_send(conn, protocol.error_frame(Code.CANCELLED, "cancelled"))
+            return
+        if isinstance(exc, StudioError):
+            log.info("job refused: %s", exc)
+            if client_alive:
+                _try_send(conn, dict(exc.to_dict(), type="error"))
+            return
+        log.error("job failed", exc_info=exc)
+        if client_alive:
+            _try_send(conn, protocol.error_frame(Code.FAILED, f"the engine failed: {type(exc).__name__}: {exc}. "
+                                                              "The details are in the engine server's log."))
+
+    def _relay(self, conn: socket.socket, events: queue.Queue, cancel) -> tuple:
+        """Pass the job's progress to the client (the first measured step at once, then at most every
+        PROGRESS_INTERVAL, a heartbeat when nothing moves) until it ends; returns (kind, value, client alive)."""
         client_alive = True
         last_sent = time.monotonic()
         measured_sent = False
@@ -370,179 +432,89 @@ class EngineServer:
                 cancel.cancel()
             first_measured = False
             if kind == "progress":
-                pending = value
-                # The first measurable step goes out at once, so the bar moves as soon as work starts.
                 first_measured = bool(value.get("done")) and not measured_sent
                 measured_sent = measured_sent or first_measured
+                urgent = pending is not None and pending.get("stage") != value.get("stage")
+                if urgent and client_alive:  # a change of stage (queued -> restoring) is never coalesced away
+                    client_alive = _try_send(conn, dict(pending, type="progress"))
+                pending = value
             now = time.monotonic()
             flush = kind in (None, "done", "failed") or first_measured or now - last_sent >= PROGRESS_INTERVAL
             if client_alive and pending is not None and flush:
                 client_alive = _try_send(conn, dict(pending, type="progress"))
                 pending, last_sent = None, now
             elif client_alive and kind is None and now - last_sent >= HEARTBEAT_SECONDS:
-                client_alive = _try_send(conn, {"type": "progress", "stage": "working"})
+                client_alive = _try_send(conn, {"type": "progress", "stage": Stage.WORKING.value})
                 last_sent = now
             if not client_alive:
                 cancel.cancel()
             if kind in ("done", "failed"):
-                break
-        worker.join()
-        if kind == "done":
-            self.jobs_done += 1
-            reply, data = value
-            if client_alive:
-                _try_send(conn, reply, data)
+                return kind, value, client_alive
+
+    def _send_result(self, conn: socket.socket, layer: WireLayer, reply: dict, source, result) -> None:
+        out_h, out_w = result.shape[:2]
+        row = out_w * layer.channels * protocol.DTYPE_SIZES[layer.dtype]
+        rows = protocol.band_rows(out_w, row)
+        reply = dict(reply, type="result", width=out_w, height=out_h, channels=layer.channels, dtype=layer.dtype,
+                     band_rows=rows, resized=(out_w, out_h) != (layer.width, layer.height))
+        if not _try_send(conn, reply):
             return
-        exc = value
-        from engine.jobs import Cancelled
+        for y, n in protocol.bands(out_h, rows):
+            if not _try_send(conn, {"type": "rows", "y": y, "rows": n}, layer.result_rows(result, source, y, n)):
+                log.info("client went away while the result was sent")
+                return
 
-        if isinstance(exc, Cancelled):
-            log.info("job cancelled")
-            if client_alive:
-                _try_send(conn, _error("cancelled", "cancelled"))
-            return
-        if not isinstance(exc, NothingToDo | SpireUnavailable | ValueError | FileNotFoundError) and \
-                type(exc).__name__ not in ("ModelNotFoundError", "DeviceError", "EmptyInstructionError"):
-            log.error("job failed", exc_info=exc)
-        code = "nothing-to-do" if isinstance(exc, NothingToDo) else "spire-unavailable" if isinstance(
-            exc, SpireUnavailable) else "failed"
-        if client_alive:
-            _try_send(conn, _error(code, str(exc) or type(exc).__name__))
+    def process(self, header: dict, layer: WireLayer, events: queue.Queue, cancel) -> tuple:
+        """Run one restore request through ``EditSession.apply``; returns (reply fields, source, result)."""
+        from engine.edit.runners import Runners
+        from engine.edit.session import EditSession, SpireOptions, StepKind
+        from engine.jobs import check
 
-    def process(self, header: dict, payload: bytearray, nbytes: int, events: queue.Queue, cancel) -> tuple:
-        """Run one restore request; returns the result frame ``(header, pixels)``."""
-        import numpy as np
+        def emit(stage: Stage, done: int = 0, total: int = 0, text: str = "", **extra) -> None:
+            events.put(("progress", {"stage": stage.value, "done": done, "total": total, "text": text, **extra}))
 
-        w, h, c, dtype = int(header["width"]), int(header["height"]), int(header["channels"]), header["dtype"]
-        pixels = _to_float(np.frombuffer(payload, dtype=_NP[dtype], count=w * h * c).reshape(h, w, c), dtype)
-        mask = None
-        if header.get("mask_dtype"):
-            md = header["mask_dtype"]
-            mask = _to_float(np.frombuffer(payload, dtype=_NP[md], count=w * h, offset=nbytes).reshape(h, w, 1), md)
-
-        def emit(stage: str, done: int = 0, total: int = 0, text: str = "") -> None:
-            events.put(("progress", {"stage": stage, "done": done, "total": total, "text": text}))
-
-        rgb = np.clip(pixels[..., :3] if c >= 3 else np.repeat(pixels[..., :1], 3, axis=2), 0.0, 1.0)
-        run = self._run_spire if header.get("mode") == "spire" else self._run_instructir
-        out, seconds, info = run(header, rgb, emit, cancel)
-        result = pixels.copy()
-        if c >= 3:
-            result[..., :3] = out
+        spire = header.get("mode") == "spire"
+        strength = float(header.get("strength", 1.0))
+        override = header.get("strength_mode", "scale") == "override"
+        if spire:
+            runners = Runners(spire=_LazySpire(self, header.get("device"),
+                                               lambda: emit(Stage.LOADING, text="loading SPIRE")))
+            steps = header.get("diffusion_steps")
+            options = SpireOptions(semantic=str(header.get("semantic") or ""),
+                                   **({"sampling_steps": int(steps)} if steps else {}))
         else:
-            result[..., 0] = out @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-        if mask is not None:
-            m = np.clip(mask, 0.0, 1.0)
-            blended = pixels + m * (result - pixels)
-            result = np.where(m > 0, blended, pixels)
-        if c in (2, 4):
-            result[..., -1] = pixels[..., -1]
-        data = _from_float(result, dtype)
-        reply = {"type": "result", "width": w, "height": h, "channels": c, "dtype": dtype,
-                 "seconds": round(seconds, 3), **info}
-        return reply, data
-
-    @contextlib.contextmanager
-    def _locked(self, emit, cancel):
-        """Hold the model lock (one job at a time on the device), telling the client when it has to wait."""
-        from engine.jobs import check
-
-        check(cancel)
-        if not self._model_lock.acquire(blocking=False):
-            emit("queued", text="waiting for another image to finish")
-            self._model_lock.acquire()
-        try:
-            yield
-        finally:
-            self._model_lock.release()
-
-    def _run_instructir(self, header: dict, rgb, emit, cancel) -> tuple:
-        """Plan and run the instruction with InstructIR; returns (output rgb, seconds, reply fields)."""
-        from engine.edit.session import EditSession, NothingToDoError
-        from engine.jobs import check
-
-        restorer = self.restorer(header.get("model"), header.get("device"),
-                                 on_loading=lambda: emit("loading", text="loading the model"))
-        with self._locked(emit, cancel):
+            runners = Runners(restorer=self.restorer(header.get("model"), header.get("device"),
+                                                     on_loading=lambda: emit(Stage.LOADING, text="loading the model")))
+            options = None
+        with self._jobs.turn(cancel, on_wait=lambda ahead: emit(
+                Stage.QUEUED, text=f"queued behind {ahead} job{'s' if ahead != 1 else ''}", position=ahead)):
             check(cancel)
             t = time.perf_counter()
-            session = EditSession(rgb)
-            emit("restoring", 0, 1000, "restoring")
-            strength = float(header.get("strength", 1.0))
-            override = header.get("strength_mode", "scale") == "override"
-            try:  # the strength is applied before anything runs: each step runs once
-                plan = session.apply(header["instruction"], restorer, strength=strength if override else None,
-                                     scale=1.0 if override else strength,
-                                     progress=lambda d, n: emit("restoring", d, n, "restoring"), cancel=cancel)
-            except NothingToDoError as exc:
-                raise NothingToDo(str(exc)) from exc
+            session = EditSession(layer.take_rgb())
+            emit(Stage.RESTORING, 0, 1000, "restoring")
+            plan = session.apply(header["instruction"], runners, strength=strength if override else None,
+                                 scale=1.0 if override else strength,
+                                 mode=StepKind.SPIRE if spire else StepKind.INSTRUCTIR, spire=options,
+                                 progress=lambda d, n: emit(Stage.RESTORING, d, n, "restoring"), cancel=cancel)
             check(cancel)  # a client that left during the last pass gets no result, and the job does not count
-            out = session.result()
+            result = session.result()
             seconds = time.perf_counter() - t
-        return out, seconds, {"model": restorer.name, "mode": "instructir", "plan": [p.to_dict() for p in plan],
-                              "steps": [{"instruction": s.instruction, "intent": s.intent, "strength": s.strength}
-                                        for s in session.steps]}
-
-    def _run_spire(self, header: dict, rgb, emit, cancel) -> tuple:
-        """Run SPIRE (``mode: spire``); returns (output rgb, seconds, reply fields).
-
-        The instruction is read as a restoration prompt (``PromptError`` says how to fix it); the image keeps
-        its size (``upscale=False``: "Upsample to Nx" restores the detail of an N-times upsampling in place).
-        ``strength`` blends the result with the input.
-        """
-        from engine.edit.prompts import from_instruction
-        from engine.jobs import check
-
-        prompt = from_instruction(header["instruction"])
-        semantic = " ".join(str(header.get("semantic") or "").split())
-        pipeline = self.spire(header.get("device"), on_loading=lambda: emit("loading", text="loading SPIRE"))
-        steps = int(header.get("diffusion_steps") or 0) or _spire_default_steps()
-        with self._locked(emit, cancel):
-            check(cancel)
-            t = time.perf_counter()
-            emit("restoring", 0, 1000, "restoring with SPIRE")
-            restored = pipeline.restore(rgb, prompt, semantic, steps=steps, upscale=False, cancel=cancel,
-                                        progress=lambda d, n: emit("restoring", d, n, "restoring with SPIRE"))
-            check(cancel)
-            if restored.shape != rgb.shape:
-                raise RuntimeError(f"SPIRE returned {restored.shape} for a {rgb.shape} image")
-            strength = float(header.get("strength", 1.0))
-            out = restored if strength == 1.0 else rgb + strength * (restored - rgb)
-            seconds = time.perf_counter() - t
-        return out, seconds, {"model": "SPIRE", "mode": "spire", "prompt": str(prompt), "semantic": semantic,
-                              "diffusion_steps": steps, "plan": [],
-                              "steps": [{"instruction": str(prompt), "intent": "spire", "strength": strength}]}
+        steps = [{"instruction": s.instruction, "intent": s.intent, "strength": s.strength, "kind": s.kind.value}
+                 for s in session.steps]
+        reply = {"seconds": round(seconds, 3), "mode": "spire" if spire else "instructir",
+                 "model": "SPIRE" if spire else runners.restorer.name, "plan": [p.to_dict() for p in plan],
+                 "steps": steps}
+        if spire:
+            params = session.steps[-1].params
+            reply.update(prompt=params["prompt"], semantic=params["semantic"],
+                         diffusion_steps=params["sampling_steps"])
+        return reply, session.original, result
 
 
-def _spire_default_steps() -> int:
-    from engine.spire.pipeline import DEFAULT_STEPS
+def _available_memory() -> int:
+    from engine.model.memory import available_memory
 
-    return DEFAULT_STEPS
-
-
-_NP = {"u8": "u1", "u16": "<u2", "f32": "<f4"}
-_SCALE = {"u8": 255.0, "u16": 65535.0}
-
-
-def _to_float(a, dtype: str):
-    import numpy as np
-
-    if dtype == "f32":
-        return a.astype(np.float32)
-    return a.astype(np.float32) / np.float32(_SCALE[dtype])
-
-
-def _from_float(a, dtype: str) -> bytes:
-    import numpy as np
-
-    if dtype == "f32":
-        return np.ascontiguousarray(a, dtype="<f4").tobytes()
-    q = np.rint(np.clip(a, 0.0, 1.0) * _SCALE[dtype])
-    return np.ascontiguousarray(q, dtype=_NP[dtype]).tobytes()
-
-
-def _error(code: str, message: str) -> dict:
-    return {"type": "error", "code": code, "message": message}
+    return available_memory()
 
 
 def _try_send(conn: socket.socket, header: dict, *payload) -> bool:
@@ -557,9 +529,7 @@ def _client_left_or_cancelled(conn: socket.socket) -> bool:
     """True when the client closed its end or sent anything (only ``cancel`` may follow a request)."""
     try:
         readable, _, _ = select.select([conn], [], [], 0)
-        if not readable:
-            return False
-        return True  # EOF, an error, or a cancel frame: all mean stop
+        return bool(readable)  # EOF, an error, or a cancel frame: all mean stop
     except (OSError, ValueError):
         return True
 
@@ -580,13 +550,12 @@ def cmd_serve(args) -> int:
         print(f"stopped the engine server (pid {client.pid})", file=sys.stderr)
         return 0
     server = EngineServer(model=args.model, device=args.device, fast=args.fast, tile=args.tile, port=args.port,
-                          state_file=state_file, max_request_bytes=int(args.max_request_mb * 1024 * 1024),
-                          idle_exit=args.idle_exit, preload=not args.no_preload)
+                          state_file=state_file, idle_exit=args.idle_exit, preload=not args.no_preload)
     try:
         server.start()
-    except AlreadyRunning as exc:
+    except AlreadyRunningError as exc:
         print(f"instructir serve: {exc}", file=sys.stderr)
-        return 3
+        return protocol.EXIT_ALREADY_RUNNING
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.shutdown())
     print(f"instructir engine server listening on {HOST}:{server.port} (state file {state_file})",
@@ -605,9 +574,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free port)")
     p.add_argument("--state-file", help=f"where to publish port and token (default: ${protocol.STATE_ENV} "
                                         "or the user's state folder)")
-    p.add_argument("--max-request-mb", type=float, default=protocol.DEFAULT_MAX_PAYLOAD / 2**20,
-                   help="refuse requests larger than this (MiB)")
-    p.add_argument("--idle-exit", type=float, default=0, help="stop after this many seconds unused (0: never)")
+    p.add_argument("--idle-exit", type=float, default=0,
+                   help="stop this many seconds after the last client disconnected (0: never)")
     p.add_argument("--no-preload", action="store_true", help="load the model on the first request, not at start")
     p.add_argument("--stop", action="store_true", help="stop the running server and exit")
     p.set_defaults(func=cmd_serve)
