@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine.errors import StudioError
+from engine.io.atomic import atomic_path, write_text
 from engine.model.network import INTENT_CLASSES, OFFICIAL_7D_CONFIG, LMHead, build_lm_head
 from engine.model.text import OFFICIAL_ENCODER
 
@@ -125,13 +126,11 @@ def save_folder(bundle: ModelBundle, folder: Path, *, half: bool = False) -> Pat
         "classes": json.dumps(list(bundle.classes)),
         "text_encoder": bundle.encoder,
     }
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / WEIGHTS_FILE)
+    with atomic_path(folder / WEIGHTS_FILE, mode=0o644) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     card = {"name": bundle.name, "config": bundle.config, "classes": list(bundle.classes),
             "text_encoder": bundle.encoder, **{k: v for k, v in bundle.card.items() if k not in ("name",)}}
-    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    write_text(folder / CARD_FILE, json.dumps(card, indent=2) + "\n", mode=0o644)
     return folder / WEIGHTS_FILE
 
 

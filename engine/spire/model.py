@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from engine.errors import StudioError
+from engine.io.atomic import atomic_path, write_text
 
 ADAPTER_FORMAT = "instructir-studio/spire-adapter"
 ADAPTER_VERSION = 1
@@ -190,11 +191,10 @@ class SpireAdapter(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.controlnet.save_pretrained(folder / CONTROLNET_DIR, safe_serialization=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.fusion.state_dict().items()}
-        save_file(state, str(folder / FUSION_FILE), metadata={"format": ADAPTER_FORMAT})
+        with atomic_path(folder / FUSION_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
         config = self.config | ({"card": card} if card else {})
-        tmp = folder / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, folder / CONFIG_FILE)
+        write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         return folder
 
     @classmethod

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from engine.io.atomic import atomic_path
 from engine.model.devices import choose_device
 from engine.spire.data import SpireDataset, collate
 from engine.spire.model import SpireAdapter, SpireDenoiser
@@ -174,11 +175,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "batch": args.batch * args.grad_accum, "data": str(args.data)}
 
     def checkpoint() -> None:
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                    "epoch": epoch}, tmp)
-        save_adapter(adapter, args.out, card())
-        os.replace(tmp, state_path)
+        with atomic_path(state_path) as tmp:  # the optimizer state lands only after the adapter it belongs to
+            torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                        "epoch": epoch}, tmp)
+            save_adapter(adapter, args.out, card())
 
     record: dict = {}
     losses: list[float] = []
