@@ -126,18 +126,38 @@ def cmd_batch(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from engine.edit.planning import plan_instruction
+    """One instruction: today's output. Several: one JSON object per line (``--json``), the model loaded once."""
+    from engine.edit.planning import EmptyInstructionError, plan_instruction
     from engine.model.pipeline import Restorer
 
     restorer = Restorer.from_pretrained(args.model, device="cpu")
-    steps = plan_instruction(args.instruction, restorer, no_op_classes=restorer.bundle.no_op_classes)
-    if args.json:
-        print(json.dumps({"model": restorer.name, "steps": [s.to_dict() for s in steps]}, indent=2))
-    else:
+    several = len(args.instruction) > 1
+    failed = 0
+    for n, instruction in enumerate(args.instruction):
+        if several and n and not args.json:
+            print()
+        try:
+            steps = plan_instruction(instruction, restorer, no_op_classes=restorer.bundle.no_op_classes)
+        except EmptyInstructionError as exc:
+            if not several:
+                raise
+            failed += 1
+            if args.json:
+                print(json.dumps({"instruction": instruction, "model": restorer.name, "error": str(exc)}))
+            else:
+                print(f"{instruction!r}\n  error: {exc}")
+            continue
+        if args.json:
+            record = {"model": restorer.name, "steps": [s.to_dict() for s in steps]}
+            print(json.dumps({**record, "instruction": instruction}) if several else json.dumps(record, indent=2))
+            continue
+        if several:
+            print(repr(instruction))
         for s in steps:
             state = "apply" if s.actionable else "no-op"
-            print(f"{state}: {s.text!r} -> {s.intent} ({s.confidence:.0%}), strength {s.strength:.2f} {s.message}")
-    return 0
+            print(f"{'  ' if several else ''}{state}: {s.text!r} -> {s.intent} ({s.confidence:.0%}), "
+                  f"strength {s.strength:.2f} {s.message}".rstrip())
+    return EXIT_ERROR if failed else 0
 
 
 def cmd_models(args) -> int:
@@ -197,9 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_opts(p)
     p.set_defaults(func=cmd_batch)
 
-    p = sub.add_parser("plan", help="show how an instruction is understood")
-    p.add_argument("instruction")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("plan", help="show how instructions are understood (the model is loaded once)")
+    p.add_argument("instruction", nargs="+", help="one or more instructions")
+    p.add_argument("--json", action="store_true", help="JSON; one object per line (JSON Lines) for several")
     p.add_argument("--model", default="default")
     p.set_defaults(func=cmd_plan)
 

@@ -37,7 +37,28 @@ def test_plan_json(tiny_model_dir, capsys):
     steps = data["steps"]
     assert [s["text"] for s in steps] == ["remove the noise", "brighten it a bit"]
     assert steps[1]["strength"] == 0.5
-    assert set(steps[0]) == {"text", "intent", "confidence", "strength", "actionable", "message"}
+    assert set(steps[0]) >= {"text", "intent", "confidence", "strength", "actionable", "message"}
+    assert "instruction" not in data  # one instruction: the single object, as before
+
+
+def test_plan_several_instructions_print_json_lines(tiny_model_dir, capsys, monkeypatch):
+    from engine.model.pipeline import Restorer
+
+    loads = []
+    real = Restorer.from_pretrained.__func__
+    counting = classmethod(lambda cls, *a, **k: loads.append(a) or real(cls, *a, **k))
+    monkeypatch.setattr(Restorer, "from_pretrained", counting)
+    texts = ["remove the noise", "hello there", "brighten it a bit"]
+    assert main(["plan", *texts, "--json", "--model", str(tiny_model_dir)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(loads) == 1
+    assert [r["instruction"] for r in records] == texts
+    assert all(set(r) >= {"model", "steps", "instruction"} for r in records)
+    assert records[2]["steps"][0]["strength"] == 0.5
+    assert main(["plan", "remove the noise", "   ", "--json", "--model", str(tiny_model_dir)]) == 1
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["instruction"] == "   " and "empty" in last["error"]
 
 
 def test_batch_cli(tmp_path, tiny_model_dir, photo, capsys):

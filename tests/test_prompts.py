@@ -217,3 +217,11 @@ def test_degree_table_is_the_planners():
 def test_misspelled_degree_words_still_count(text, strength):
     assert prompts.parse_degree(text) == strength
     assert planning.parse_strength(text) == strength
+
+
+@pytest.mark.parametrize("text, strength", [
+    ("barely sharpen it", 0.25), ("dehaze it, but barely", 0.25),
+    ("you can barely see anyone", None), ("the faces are barely visible", None),
+])
+def test_barely_is_a_degree_of_the_fix_not_of_the_symptom(text, strength):
+    assert prompts.degree_word(text) == strength
