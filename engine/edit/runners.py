@@ -32,8 +32,8 @@ class StepRunner(Protocol):
     name: str
 
     def correction(self, image: np.ndarray, step: Step, *, progress: ProgressCallback | None = None,
-                   cancel: CancelToken | None = None) -> np.ndarray:
-        """Full-strength result of ``step`` on ``image``, minus the step's base (a new array)."""
+                   cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(base, correction): the step's base on ``image`` and its full-strength result minus that base."""
 
 
 class InstructIRRunner:
@@ -48,7 +48,7 @@ class InstructIRRunner:
                          dtype=np.float32)
         out = out.copy() if out is image else out
         out -= image
-        return out
+        return image, out
 
 
 class UpsampleRunner:
@@ -65,7 +65,7 @@ class UpsampleRunner:
                          dtype=np.float32)
         out = out.copy() if out is base else out
         out -= base
-        return out
+        return base, out
 
 
 class SpireRunner:
@@ -87,7 +87,7 @@ class SpireRunner:
                               f"{image.shape[1]}x{image.shape[0]} photo.")
         out = out.copy() if out is image else out
         out -= image
-        return out
+        return image, out
 
 
 @dataclass
@@ -113,10 +113,10 @@ class Runners:
         return UpsampleRunner(self.restorer) if kind is StepKind.UPSAMPLE else InstructIRRunner(self.restorer)
 
     def run(self, image: np.ndarray, step: Step, *, progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> tuple[np.ndarray, float]:
-        """(correction, seconds) of ``step`` on ``image``."""
+            cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """(base, correction, seconds) of ``step`` on ``image``; ``base`` may be ``image`` itself."""
         runner = self.for_kind(step.kind)
         check(cancel)
         t = time.perf_counter()
-        delta = runner.correction(image, step, progress=progress, cancel=cancel)
-        return delta, time.perf_counter() - t
+        base, delta = runner.correction(image, step, progress=progress, cancel=cancel)
+        return base, delta, time.perf_counter() - t

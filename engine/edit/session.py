@@ -29,7 +29,7 @@ import numpy as np
 from engine.edit.planning import PlannedStep, plan_instruction
 from engine.edit.recipes import Recipe, RecipeStep
 from engine.edit.runners import Runners
-from engine.edit.steps import UPSAMPLING_INTENT, SessionError, Step, StepKind, render
+from engine.edit.steps import UPSAMPLING_INTENT, SessionError, Step, StepKind, blend, render
 from engine.edit.upsampling import DEFAULT_MAX_RESULT_PIXELS, check_result_size, parse_enlargement
 from engine.errors import StudioError
 from engine.io.atomic import atomic_path
@@ -192,9 +192,10 @@ class EditSession:
         done: list[Step] = []
         for step, sub in zip(new, slices[len(stale):]):
             check(cancel)
-            delta, secs = runners.run(current, step, progress=sub, cancel=cancel)
+            base, delta, secs = runners.run(current, step, progress=sub, cancel=cancel)
             step = replace(step, delta=delta, seconds=secs)
-            current = render(step, current)
+            current = blend(base.copy() if base is current else base, delta, step.strength)
+            del base
             done.append(step)
         check(cancel)
         start = len(self.steps)
@@ -233,7 +234,7 @@ class EditSession:
     def _refresh(self, runners: Runners, stale: list[int], slices: list, cancel: CancelToken | None) -> None:
         for i, sub in zip(stale, slices):
             check(cancel)
-            delta, secs = runners.run(self.input_of(i), self.steps[i], progress=sub, cancel=cancel)
+            _, delta, secs = runners.run(self.input_of(i), self.steps[i], progress=sub, cancel=cancel)
             self.steps[i] = replace(self.steps[i], delta=delta, stale=False, seconds=secs)
             self._changed(i)
 

@@ -90,7 +90,17 @@ def render(step: Step, image: np.ndarray) -> np.ndarray:
         return base
     if delta.shape != base.shape:
         delta = resample(np.clip(delta * 0.5 + 0.5, 0, 1), base.shape[:2]) * 2 - 1  # preview only (stale)
-    out = delta * np.float32(step.strength)
-    out += base
-    np.clip(out, 0.0, 1.0, out=out)
+    return blend(base.copy() if base is image else base, delta, step.strength)
+
+
+def blend(out: np.ndarray, delta: np.ndarray, strength: float, rows: int = 256) -> np.ndarray:
+    """``clip(out + strength * delta)`` in place on ``out``, a band of rows at a time (no full-size temporary)."""
+    s = np.float32(strength)
+    for r in range(0, out.shape[0], rows):
+        band = out[r:r + rows]
+        if s == 1:
+            band += delta[r:r + rows]
+        else:
+            band += s * delta[r:r + rows]
+        np.clip(band, 0.0, 1.0, out=band)
     return out

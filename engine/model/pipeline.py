@@ -3,11 +3,15 @@
 ``Restorer.from_pretrained(name)`` loads a model from the registry; ``restore``
 runs one instruction on one image, whole when it fits the memory budget and
 tiled otherwise, with progress, cancellation and (on CUDA) an out-of-memory
-retry with smaller tiles.
+retry with smaller tiles. On the strip path (the CPU default) progress comes
+from every strip and cancellation is checked between strips, so a front end
+sees progress within a second and a cancel takes effect within a strip.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -17,13 +21,14 @@ import numpy as np
 import torch
 
 from engine.jobs import CancelToken, ProgressCallback, check, report
+from engine.model import streaming
 from engine.model.devices import DeviceChoice, choose_device
 from engine.model.memory import available_memory, keep_freed_buffers
 from engine.model.network import build_network
 from engine.model.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
 from engine.model.streaming import DEFAULT_STRIP_PIXELS
 from engine.model.text import TextEncoder
-from engine.model.tiling import run_tiled
+from engine.model.tiling import run_tiled, tile_grid
 
 #: Peak activation bytes per pixel, per unit of network width, of a whole-image pass: the plain
 #: path (CUDA; measured 41-45 for the 7D config, 57 for studio-small) and the strip path the CPU
@@ -144,16 +149,49 @@ class Restorer:
         side = int(math.sqrt(max(budget, 0) / per_px)) // 32 * 32
         return max(MIN_TILE, side)
 
-    def _forward(self, x: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, text_embedding: torch.Tensor, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> torch.Tensor:
         dev, dtype = self.choice.device, self.choice.dtype
         x = x.to(dev).contiguous(memory_format=torch.channels_last)
         t = text_embedding.to(dev)
-        if dev.type == "cpu" and dtype == torch.bfloat16:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                y = self.net(x, t, self.strip_pixels)
-        else:
-            y = self.net(x.to(dtype), t.to(dtype), self.strip_pixels)
-        return y.float().clamp(0, 1).cpu()
+        with self._strip_progress(x.shape[2], x.shape[3], progress, cancel):
+            if dev.type == "cpu" and dtype == torch.bfloat16:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    y = self.net(x, t, self.strip_pixels)
+            else:
+                y = self.net(x.to(dtype), t.to(dtype), self.strip_pixels)
+        return y.float().clamp_(0, 1).cpu()  # in place: no second full-size copy
+
+    def _strip_progress(self, height: int, width: int, progress: ProgressCallback | None,
+                        cancel: CancelToken | None):
+        """Report ``progress`` (in thousandths) and check ``cancel`` after every strip of the pass."""
+        if not self.strip_pixels or (progress is None and cancel is None):
+            return contextlib.nullcontext()
+        total, done, shown = streaming.work_units(self.net, height, width), 0, -1
+
+        def strip(units: int) -> None:
+            nonlocal done, shown
+            check(cancel)
+            done += units
+            permille = min(999, 1000 * done // max(total, 1))  # 1000 only once the pass is over
+            if permille != shown:
+                shown = permille
+                report(progress, permille, 1000)
+
+        return streaming.observe(strip)
+
+    def _tile_forward(self, text_embedding: torch.Tensor, tiles: int, progress: ProgressCallback | None,
+                      cancel: CancelToken | None):
+        """The network on one tile after another, each reporting its strips into its share of the whole."""
+        order = itertools.count()
+
+        def forward(tile: torch.Tensor) -> torch.Tensor:
+            i = next(order)
+            within = None if progress is None else (lambda d, n: progress(1000 * i + 1000 * d // max(n, 1),
+                                                                          1000 * tiles))
+            return self._forward(tile, text_embedding, within, cancel)
+
+        return forward
 
     def restore_tensor(self, image: torch.Tensor, text_embedding: torch.Tensor, *,
                        progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
@@ -168,11 +206,11 @@ class Restorer:
             try:
                 check(cancel)
                 if tile is None:
-                    out = self._forward(image, text_embedding)
+                    out = self._forward(image, text_embedding, progress, cancel)
                     report(progress, 1, 1)
                     return out
-                return run_tiled(lambda t: self._forward(t, text_embedding), image, tile, self.overlap,
-                                 progress, cancel)
+                return run_tiled(self._tile_forward(text_embedding, len(tile_grid(h, w, tile, self.overlap)),
+                                                    progress, cancel), image, tile, self.overlap, progress, cancel)
             except torch.OutOfMemoryError:
                 if self.choice.device.type == "cuda":
                     torch.cuda.empty_cache()
