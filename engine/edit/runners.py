@@ -37,35 +37,30 @@ class StepRunner(Protocol):
 
 
 class InstructIRRunner:
-    """The network, run on the image at its own size."""
+    """The network, run on the step's base: the image itself at its own size."""
 
     def __init__(self, restorer) -> None:
         self.restorer = restorer
         self.name = restorer.name
 
-    def correction(self, image, step, *, progress=None, cancel=None) -> np.ndarray:
-        out = np.asarray(self.restorer.restore(image, step.instruction, progress=progress, cancel=cancel),
-                         dtype=np.float32)
-        out = out.copy() if out is image else out
-        out -= image
-        return image, out
+    def base(self, image: np.ndarray, step: Step) -> np.ndarray:
+        return image
 
-
-class UpsampleRunner:
-    """Enlarge with the plain resample, then refine the enlarged image with the network's up-sampling task."""
-
-    def __init__(self, restorer) -> None:
-        self.restorer = restorer
-        self.name = restorer.name
-
-    def correction(self, image, step, *, progress=None, cancel=None) -> np.ndarray:
-        base = base_of(step, image)
+    def correction(self, image, step, *, progress=None, cancel=None) -> tuple[np.ndarray, np.ndarray]:
+        base = self.base(image, step)
         check(cancel)
         out = np.asarray(self.restorer.restore(base, step.instruction, progress=progress, cancel=cancel),
                          dtype=np.float32)
         out = out.copy() if out is base else out
         out -= base
         return base, out
+
+
+class UpsampleRunner(InstructIRRunner):
+    """Enlarge with the plain resample, then refine the enlarged image with the network's up-sampling task."""
+
+    def base(self, image: np.ndarray, step: Step) -> np.ndarray:
+        return base_of(step, image)
 
 
 class SpireRunner:
