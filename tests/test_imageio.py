@@ -310,9 +310,11 @@ def test_grayscale_source_saved_as_gray(tmp_path: Path) -> None:
             assert im.mode == "L"
     with Image.open(tmp_path / "o.png") as im:
         assert np.array_equal(np.asarray(im), gray)
-    colourised = pic.with_rgb(np.dstack([pic.rgb[..., 0], np.zeros((5, 5)), pic.rgb[..., 2]]))
-    with Image.open(save_image(colourised, tmp_path / "c.png")) as im:
-        assert im.mode == "RGB"  # the result gained colour: keep it
+    tinted = pic.with_rgb(np.dstack([pic.rgb[..., 0], np.zeros((5, 5)), pic.rgb[..., 2]]))
+    with Image.open(save_image(tinted, tmp_path / "c.png")) as im:
+        assert im.mode == "L"  # a gray source stays gray: a result's colour cast is written as its luma
+        luma = tinted.rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+        assert np.abs(np.asarray(im).astype(int) - np.rint(luma * 255)).max() <= 1
 
 
 # --------------------------------------------------------------------------- EXIF / ICC

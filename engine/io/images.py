@@ -112,10 +112,8 @@ _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}  # Pillow ignores 32-bit BMP alpha on r
 _GRAY_FORMATS = {"PNG", "TIFF", "JPEG", "BMP"}  # WEBP has no grayscale mode
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 
-#: A grayscale source is written as grayscale while the mean per-pixel channel
-#: spread stays below this: a restoration of a B&W scan carries a little chroma
-#: noise, a colourisation carries far more.
-_GRAY_TOLERANCE = 2.0 / 255.0
+#: Rec. 709 luma weights: how a gray source's (RGB) result is written back as gray.
+_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 
 _EXIF_HEADER = b"Exif\x00\x00"
 _ORIENTATION = 0x0112
@@ -745,15 +743,13 @@ def _encode(picture: Picture, fmt: str, quality: int, bit_depth: int) -> bytes:
     our own write instead of an opaque "encoder error".
     """
     rgb = picture.rgb
-    gray = False
-    if picture.grayscale and fmt in _GRAY_FORMATS:
-        spread = np.ptp(rgb, axis=2)
-        gray = bool(spread.size == 0 or float(spread.mean()) <= _GRAY_TOLERANCE)
+    # A gray source stays gray, whatever faint colour an RGB network gave its result: written as its luma.
+    gray = picture.grayscale and fmt in _GRAY_FORMATS
     alpha = picture.alpha if fmt in _ALPHA_FORMATS else None
     if gray and alpha is not None and bit_depth == 16 and fmt == "TIFF":
         gray = False  # Pillow cannot read 16-bit gray+alpha TIFF: write RGBA instead
 
-    colour = to_uint(rgb.mean(axis=2) if gray else rgb, bit_depth)
+    colour = to_uint(rgb @ _LUMA if gray else rgb, bit_depth)
     channels = [colour[..., None] if gray else colour]
     if alpha is not None:
         channels.append(to_uint(alpha, bit_depth)[..., None])
@@ -825,7 +821,7 @@ def save_image(
     most readers, Pillow included).  PNG/TIFF keep 16 bits when
     ``bit_depth`` (default: the picture's) is 16; other formats are 8-bit.
     JPEG uses 4:4:4 chroma for quality >= 90; WebP is lossless at quality 100.
-    Grayscale sources are written as grayscale unless the result gained colour.
+    Grayscale sources are written as grayscale (the result's Rec. 709 luma), at their depth.
     """
     path = Path(path)
     fmt = _resolve_format(path, format)
