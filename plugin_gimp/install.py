@@ -5,17 +5,21 @@ file of that name, so the plug-in lands as ``plug-ins/instructir/instructir.py``
 (mode 755), next to the stdlib protocol client (``instructir_protocol.py``)
 and a record of this install (``instructir.json``): the Python interpreter
 that has the engine, which the plug-in uses to start ``instructir serve`` on
-demand, and where the server's state file lives.
+demand, where the server's state file lives, and how long that server stays
+up after its last client (``--idle-exit``, 300 s by default). Every file is
+written with the one atomic writer (``engine.io.atomic``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
+from engine.io import atomic
 from engine.serve import protocol
 from engine.serve.server import default_state_file
 
@@ -23,7 +27,8 @@ PLUGIN_NAME = "instructir"
 GIMP_VERSION_DIR = "3.0"
 RECORD_FILE = "instructir.json"
 PROTOCOL_MODULE = "instructir_protocol.py"
-IDLE_EXIT_SECONDS = 3600
+#: Seconds the engine server stays up after the last filter run (its model stays loaded meanwhile).
+IDLE_EXIT_SECONDS = 300
 
 
 def gimp_user_dir() -> Path:
@@ -54,8 +59,11 @@ def engine_path() -> str:
 
 
 def install(plugin_dir: str | os.PathLike | None = None, *, python: str | None = None, model: str = "default",
-            device: str = "auto", state_file: str | os.PathLike | None = None) -> Path:
+            device: str = "auto", state_file: str | os.PathLike | None = None,
+            idle_exit: float = IDLE_EXIT_SECONDS) -> Path:
     """Install (or update) the plug-in; returns the installed plug-in file."""
+    if idle_exit < 0:
+        raise ValueError("idle_exit must be 0 (never) or a number of seconds")
     python = python or sys.executable
     target = Path(plugin_dir).expanduser() if plugin_dir else default_plugin_dir()
     folder = target / PLUGIN_NAME
@@ -71,14 +79,12 @@ def install(plugin_dir: str | os.PathLike | None = None, *, python: str | None =
         "log_file": str(state.with_name("server.log")),
         "model": model,
         "device": device,
-        "idle_exit": IDLE_EXIT_SECONDS,
+        "idle_exit": float(idle_exit),
     }
     dest = folder / f"{PLUGIN_NAME}.py"
     _copy(src, dest, 0o755)
     _copy(Path(protocol.__file__), folder / PROTOCOL_MODULE, 0o644)
-    tmp = folder / (RECORD_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / RECORD_FILE)
+    atomic.write_text(folder / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     return dest
 
 
@@ -93,10 +99,9 @@ def uninstall(plugin_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 def _copy(src: Path, dest: Path, mode: int) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, mode)
-    os.replace(tmp, dest)
+    with atomic.atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+    os.chmod(dest, mode)
 
 
 def cmd_gimp_install(args) -> int:
@@ -104,8 +109,11 @@ def cmd_gimp_install(args) -> int:
         removed = uninstall(args.plugin_dir)
         print("removed " + ", ".join(map(str, removed)) if removed else "the GIMP plug-in was not installed")
         return 0
-    path = install(args.plugin_dir, python=args.python, model=args.model, device=args.device)
+    path = install(args.plugin_dir, python=args.python, model=args.model, device=args.device,
+                   idle_exit=args.idle_exit)
     print(f"installed {path}")
+    if args.idle_exit:
+        print(f"the engine server stops {args.idle_exit:g} s after the last filter run")
     print("restart GIMP, then use Filters > InstructIR...")
     return 0
 
@@ -119,4 +127,17 @@ def register_cli(subparsers) -> None:
                                                             "(default: this one)")
     p.add_argument("--model", default="default", help="model the server loads by default")
     p.add_argument("--device", default="auto", help="device the server uses by default")
+    p.add_argument("--idle-exit", type=_seconds, default=IDLE_EXIT_SECONDS, metavar="SECONDS",
+                   help="stop the engine server this long after the last filter run, freeing its memory "
+                        f"(default {IDLE_EXIT_SECONDS}; 0: keep it running)")
     p.set_defaults(func=cmd_gimp_install)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a number of seconds, 0 or more")
+    return value

@@ -3,13 +3,16 @@
 
 Restores the active layer (or the selected part of it) following a plain
 language instruction ("remove the noise") and puts the result on a new layer
-above it, named after the instruction, in one undo step.
+above it, named after the instruction, in one undo step. A result larger than
+the layer (an up-sampling step, "make it 2x bigger") opens as a new image.
 
 GIMP's Python has no torch: the work is done by the InstructIR engine server
 (``instructir serve``) over a loopback connection. This plug-in starts that
 server on demand with the Python interpreter recorded by ``instructir
 gimp-install`` (see ``instructir.json`` next to this file); the server keeps
-the model loaded, so only the first run pays for loading it.
+the model loaded, so only the first run pays for loading it, and exits a few
+minutes after the last run. Layers travel in bands read from and written to
+GEGL as they go, so neither side ever holds a whole copy.
 
 The optional SPIRE diffusion mode (``mode`` = spire, with an optional
 ``semantic`` description of the image) runs on the same server when an
@@ -48,6 +51,9 @@ MODES = (("instructir", "InstructIR", "Fast restoration from a plain instruction
                                         "needs a SPIRE adapter on the engine's computer and, in practice, a GPU"))
 _EIGHT_BIT = {getattr(Gimp.Precision, n) for n in ("U8_LINEAR", "U8_NON_LINEAR", "U8_PERCEPTUAL")
               if hasattr(Gimp.Precision, n)}
+_SIXTEEN_BIT = {getattr(Gimp.Precision, n) for n in ("U16_LINEAR", "U16_NON_LINEAR", "U16_PERCEPTUAL")
+                if hasattr(Gimp.Precision, n)}
+DEFAULT_IDLE_EXIT = 300
 
 
 class PluginError(Exception):
@@ -77,7 +83,7 @@ def layer_name(instruction):
 
 
 class Progress:
-    """Maps server progress frames for drawable ``index`` of ``count`` onto GIMP's progress bar."""
+    """Maps server progress frames for drawable ``index`` of ``count`` onto GIMP's progress bar and text."""
 
     def __init__(self, count, name="InstructIR"):
         self.name = name
@@ -86,6 +92,7 @@ class Progress:
         self.fraction = None
         self.updates = 0
         self.text = None
+        self.queued = []  # every "queued behind N" the server reported
 
     def set_text(self, text):
         if text != self.text:
@@ -94,21 +101,24 @@ class Progress:
 
     def __call__(self, msg):
         stage = msg.get("stage")
-        if stage == "loading":
-            self.set_text(f"{self.name}: loading the model (first run only)\u2026")
-        elif stage == "queued":
-            self.set_text(f"{self.name}: waiting for another image to finish\u2026")
-        elif stage == "restoring":
-            self.set_text(f"{self.name}: restoring\u2026")
         total, done = msg.get("total") or 0, msg.get("done") or 0
-        if stage == "restoring" and total > 0 and done > 0:
+        if stage == protocol.Stage.LOADING.value:
+            self.set_text(f"{self.name}: loading the model (first run only)\u2026")
+        elif stage == protocol.Stage.QUEUED.value:
+            ahead = int(msg.get("position") or 0)
+            self.queued.append(ahead)
+            self.set_text(f"{self.name}: busy, queued behind {ahead} job{'s' if ahead != 1 else ''}\u2026")
+        elif stage == protocol.Stage.RESTORING.value:
+            part = f" {100 * done // total}%" if total else ""
+            self.set_text(f"{self.name}: restoring{part}\u2026")
+        if stage == protocol.Stage.RESTORING.value and total > 0 and done > 0:
             frac = (self.index + min(1.0, done / total)) / self.count
             if self.fraction is None or frac >= self.fraction:
                 self.fraction = frac
                 Gimp.progress_update(frac)
                 self.updates += 1
         elif self.fraction is None or self.fraction <= self.index / self.count:
-            Gimp.progress_pulse()  # nothing measurable yet (loading, or one whole-image pass): show activity
+            Gimp.progress_pulse()  # nothing measurable yet (loading, queued): show activity
 
 
 def connect(record, model, device):
@@ -116,7 +126,7 @@ def connect(record, model, device):
     if not state_file:
         raise PluginError("The InstructIR plug-in is not set up: run 'instructir gimp-install' in the "
                           "environment that has the InstructIR engine, then restart GIMP.")
-    args = ["--idle-exit", str(record.get("idle_exit", 3600))]
+    args = ["--idle-exit", str(record.get("idle_exit", DEFAULT_IDLE_EXIT))]
     if model:
         args += ["--model", model]
     if device:
@@ -133,28 +143,127 @@ def connect(record, model, device):
         raise PluginError("InstructIR: " + str(exc)) from None
 
 
-def read_region(image, drawable):
-    """Pixels of the part to process: the selection's bounds within the layer (or all of it), and its mask."""
+_DTYPES = ((_EIGHT_BIT, "u8", "u8"), (_SIXTEEN_BIT, "u16", "u16"))
+
+
+def wire_format(image, drawable):
+    """(babl format, dtype, channels) the layer travels in: its own depth where the wire has it, else float.
+
+    8- and 16-bit layers keep their integer depth; half, 32-bit and float layers travel as 32-bit float,
+    whose values outside [0, 1] (HDR, linear light) come back as they went. Gray stays gray, and only
+    layers with alpha send an alpha channel.
+    """
+    precision = image.get_precision()
+    babl, dtype = "float", "f32"
+    for group, name, wire in _DTYPES:
+        if precision in group:
+            babl, dtype = name, wire
+    gray, alpha = drawable.is_gray(), drawable.has_alpha()
+    channels = (1 if gray else 3) + (1 if alpha else 0)
+    model = {1: "Y'", 2: "Y'A", 3: "R'G'B'", 4: "R'G'B'A"}[channels]
+    return f"{model} {babl}", dtype, channels
+
+
+def region(image, drawable):
+    """The part to process: the selection's bounds within the layer (or all of it), and whether to mask."""
     non_empty, x, y, w, h = drawable.mask_intersect()
     if not non_empty or w <= 0 or h <= 0:
         raise PluginError(f"InstructIR: the selection does not cover any part of the layer '{drawable.get_name()}'.")
-    if image.get_precision() in _EIGHT_BIT:
-        fmt, dtype = "R'G'B'A u8", "u8"
-    else:
-        fmt, dtype = "R'G'B'A float", "f32"
-    rect = Gegl.Rectangle.new(x, y, w, h)
-    pixels = bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
-    mask = None
-    if not Gimp.Selection.is_empty(image):
-        _, ox, oy = drawable.get_offsets()
-        sel = image.get_selection().get_buffer()
-        mask = bytes(sel.get(Gegl.Rectangle.new(x + ox, y + oy, w, h), 1.0, "Y float", Gegl.AbyssPolicy.NONE))
-    return (x, y, w, h), fmt, dtype, pixels, mask
+    return (x, y, w, h), not Gimp.Selection.is_empty(image)
 
 
-def restore_drawables(image, drawables, instruction, strength, model, device, mode="instructir", semantic=""):
-    """Process every drawable over the engine, then add all result layers in one undo group.
+class Result:
+    """Where one drawable's result goes, band by band as it arrives: a new layer above the source, or,
+    when the result is larger (an up-sampling step), a new image of that size."""
 
+    def __init__(self, image, drawable, rect, fmt, name, undo):
+        self.image, self.drawable, self.rect, self.fmt, self.name, self.undo = image, drawable, rect, fmt, name, undo
+        self.layer = self.buffer = self.new_image = None
+        self.reply = None
+
+    def begin(self, reply):
+        self.reply = reply
+        x, y, w, h = self.rect
+        if reply.get("resized"):
+            self._new_image(int(reply["width"]), int(reply["height"]))
+        else:
+            self.undo.open()
+            self.layer = Gimp.Layer.new_from_drawable(self.drawable, self.image)
+            self.layer.set_name(self.name)
+            self.image.insert_layer(self.layer, self.drawable.get_parent(), self.image.get_item_position(self.drawable))
+            self.origin = (x, y)
+        self.buffer = self.layer.get_buffer()
+        Gimp.progress_set_text("InstructIR: adding the result\u2026")
+
+    def _new_image(self, width, height):
+        """An enlarged result opens as a new image: the original keeps its size, layers and undo history."""
+        src = self.image
+        image = Gimp.Image.new_with_precision(width, height, src.get_base_type(), src.get_precision())
+        image.undo_disable()  # the new image starts with a clean history
+        profile = src.get_color_profile()
+        if profile is not None:
+            image.set_color_profile(profile)
+        self.layer = Gimp.Layer.new(image, self.name, width, height, self.drawable.type(), 100.0,
+                                    Gimp.LayerMode.NORMAL)
+        image.insert_layer(self.layer, None, 0)
+        self.new_image = image
+        self.origin = (0, 0)
+
+    def rows(self, y, n, data):
+        x0, y0 = self.origin
+        width = int(self.reply["width"])
+        self.buffer.set(Gegl.Rectangle.new(x0, y0 + y, width, n), self.fmt, data)
+        Gimp.progress_update(min(1.0, (y + n) / max(1, int(self.reply["height"]))))
+
+    def finish(self):
+        self.buffer.flush()
+        x0, y0 = self.origin
+        self.layer.update(x0, y0, int(self.reply["width"]), int(self.reply["height"]))
+        if self.new_image is not None:
+            self.new_image.undo_enable()
+            self.new_image.clean_all()
+            if self.undo.interactive:
+                Gimp.Display.new(self.new_image)
+
+    def discard(self):
+        """A result cut off half-way (the connection was lost): leave nothing behind."""
+        if self.new_image is not None:
+            self.new_image.delete()
+        elif self.layer is not None:
+            self.image.remove_layer(self.layer)
+
+
+class UndoGroup:
+    """One undo group on the image, opened at the first result layer and closed once at the end."""
+
+    def __init__(self, image, interactive):
+        self.image, self.interactive = image, interactive
+        self.opened = False
+
+    def open(self):
+        if not self.opened:
+            self.opened = True
+            _trace("undo_group_start", ok=bool(self.image.undo_group_start()))
+
+    def close(self):
+        if self.opened:
+            self.opened = False
+            _trace("undo_group_end", ok=bool(self.image.undo_group_end()))
+
+
+def _lost(name, exc, record):
+    log = record.get("log_file")
+    where = f" The engine server's log is {log}." if log else ""
+    return PluginError(f"{name}: lost the connection to the engine server ({exc}). Run the filter again: it "
+                       f"starts a new engine server if this one is gone.{where}")
+
+
+def restore_drawables(image, drawables, instruction, strength, model, device, mode="instructir", semantic="",
+                      interactive=False):
+    """Process every drawable over the engine, adding each result as it arrives, all in one undo group.
+
+    The layer travels to the engine in bands read from GEGL as they are sent and comes back the same way,
+    so neither side holds it whole; the engine checks its size against its memory before a pixel is read.
     ``mode`` "spire" asks the engine for SPIRE diffusion (``semantic``: what the image shows, may be empty).
     """
     record = load_record()
@@ -165,64 +274,90 @@ def restore_drawables(image, drawables, instruction, strength, model, device, mo
     Gimp.progress_init(f"{name}: {layer_name(instruction)}")
     progress = Progress(len(drawables), name)
     client = connect(record, model, device)
+    undo = UndoGroup(image, interactive)
     results = []
-    for i, drawable in enumerate(drawables):
-        progress.index = i
-        rect, fmt, dtype, pixels, mask = read_region(image, drawable)
-        _, _, w, h = rect
-        seen = []
-
-        def on_progress(msg, drawable=drawable, seen=seen):
-            if not seen:
-                seen.append(msg)
-                _trace("working", source=drawable.get_id())
-            progress(msg)
-
-        try:
-            reply, data = client.restore(pixels, w, h, 4, dtype, instruction, strength=strength, mask=mask,
-                                         mask_dtype="f32" if mask is not None else None, model=model,
-                                         device=device, on_progress=on_progress,
-                                         mode="spire" if spire else None, semantic=semantic if spire else None)
-        except protocol.ServerError as exc:
-            raise PluginError(f"{name}: " + exc.message) from None
-        except (OSError, protocol.ProtocolError) as exc:
-            raise PluginError(f"{name}: lost the connection to the engine server ({exc}).") from None
-        if spire and reply.get("mode") != "spire":  # a server from before SPIRE mode ignores the request's mode
-            raise PluginError("SPIRE: the running engine server is too old for SPIRE mode; stop it with "
-                              "'instructir serve --stop' and try again (a new one is started).")
-        results.append((drawable, rect, fmt, data, reply))
-    Gimp.progress_set_text(f"{name}: adding the result layer\u2026")
-    _trace("progress", updates=progress.updates, fraction=progress.fraction)
-
-    new_layers = []
-    started = image.undo_group_start()
-    _trace("undo_group_start", ok=bool(started))
     try:
-        for drawable, (x, y, w, h), fmt, data, reply in results:
-            layer = Gimp.Layer.new_from_drawable(drawable, image)
-            layer.set_name(layer_name(f"SPIRE: {reply.get('prompt') or instruction}" if spire else instruction))
-            image.insert_layer(layer, drawable.get_parent(), image.get_item_position(drawable))
-            buf = layer.get_buffer()
-            buf.set(Gegl.Rectangle.new(x, y, w, h), fmt, data)
-            buf.flush()
-            layer.update(x, y, w, h)
-            new_layers.append(layer)
-            _trace("layer", id=layer.get_id(), name=layer.get_name(), source=drawable.get_id(),
-                   rect=[x, y, w, h], steps=reply.get("steps"), model=reply.get("model"))
-        if new_layers:
-            image.set_selected_layers(new_layers)
+        for i, drawable in enumerate(drawables):
+            progress.index = i
+            rect, masked = region(image, drawable)
+            x, y, w, h = rect
+            fmt, dtype, channels = wire_format(image, drawable)
+            source = drawable.get_buffer()
+            _, ox, oy = drawable.get_offsets()
+            selection = image.get_selection().get_buffer() if masked else None
+
+            def read(row, n, source=source, x=x, y=y, w=w, fmt=fmt):
+                return bytes(source.get(Gegl.Rectangle.new(x, y + row, w, n), 1.0, fmt, Gegl.AbyssPolicy.NONE))
+
+            def read_mask(row, n, x=x, y=y, w=w, ox=ox, oy=oy, selection=selection):
+                return bytes(selection.get(Gegl.Rectangle.new(x + ox, y + oy + row, w, n), 1.0, "Y float",
+                                           Gegl.AbyssPolicy.NONE))
+
+            seen = []
+
+            def on_progress(msg, drawable=drawable, seen=seen):
+                if not seen:
+                    seen.append(msg)
+                    _trace("working", source=drawable.get_id())
+                progress(msg)
+
+            layer_title = layer_name(instruction)
+            result = Result(image, drawable, rect, fmt, layer_title, undo)
+            Gimp.progress_set_text(f"{name}: sending the layer to the engine\u2026")
+            try:
+                reply, _ = client.restore(read, w, h, channels, dtype, instruction, strength=strength,
+                                          mask=read_mask if masked else None, mask_dtype="f32" if masked else None,
+                                          model=model, device=device, on_progress=on_progress,
+                                          mode="spire" if spire else None, semantic=semantic if spire else None,
+                                          on_result=result.begin, on_rows=result.rows)
+            except protocol.ServerError as exc:
+                result.discard()
+                log = record.get("log_file")
+                hint = f" (the engine server's log is {log})" if exc.code == protocol.Code.FAILED.value and log else ""
+                raise PluginError(f"{name}: " + exc.message + hint) from None
+            except (OSError, protocol.ProtocolError) as exc:
+                result.discard()
+                raise _lost(name, exc, record) from None
+            if spire and reply.get("mode") != "spire":
+                result.discard()
+                raise PluginError("SPIRE: the running engine server is too old for SPIRE mode; stop it with "
+                                  "'instructir serve --stop' and try again (a new one is started).")
+            if spire:
+                result.layer.set_name(layer_name(f"SPIRE: {reply.get('prompt') or instruction}"))
+            result.finish()
+            results.append(result)
+            _trace("layer", id=result.layer.get_id(), name=result.layer.get_name(), source=drawable.get_id(),
+                   rect=list(rect), steps=reply.get("steps"), model=reply.get("model"),
+                   new_image=result.new_image.get_id() if result.new_image is not None else None,
+                   size=[reply.get("width"), reply.get("height")], format=fmt)
+        layers = [r.layer for r in results if r.new_image is None]
+        if layers:
+            image.set_selected_layers(layers)
     finally:
-        ended = image.undo_group_end()
-        _trace("undo_group_end", ok=bool(ended))
+        undo.close()
+    _trace("progress", updates=progress.updates, fraction=progress.fraction, queued=progress.queued)
     Gimp.progress_update(1.0)
     Gimp.progress_end()
     Gimp.displays_flush()
-    skipped = [p for r in results for p in r[4].get("plan", []) if not p.get("actionable")]
-    return new_layers, skipped
+    return results
+
+
+def summary(results):
+    """What was done and what was skipped, for an instruction with parts that were not run."""
+    plan = [p for r in results for p in r.reply.get("plan", [])]
+    skipped = [p for p in plan if not p.get("actionable")]
+    if not skipped:
+        return ""
+    applied = ", ".join(f"'{p.get('text')}'" for p in plan if p.get("actionable"))
+    reasons = "; ".join((p.get("message") or f"'{p.get('text')}' is not a restoration request").split(";")[0]
+                        for p in skipped)
+    where = "a new image" if any(r.new_image is not None for r in results) else "a new layer"
+    return f"InstructIR applied {applied} on {where}. Skipped: {reasons}."
 
 
 def run(procedure, run_mode, image, drawables, config, data):
-    if run_mode == Gimp.RunMode.INTERACTIVE:
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    if interactive:
         gi.require_version("GimpUi", "3.0")
         from gi.repository import GimpUi
 
@@ -249,13 +384,16 @@ def run(procedure, run_mode, image, drawables, config, data):
     try:
         if not instruction:
             raise PluginError("InstructIR: type what to fix, for example \u201cremove the noise\u201d.")
+        if image.get_base_type() == Gimp.ImageBaseType.INDEXED:  # the menu is disabled for these too
+            raise PluginError("InstructIR works on RGB and grayscale images; convert this indexed image first "
+                              "(Image > Mode > RGB).")
         if not drawables:
             raise PluginError("InstructIR: select a layer first.")
         for d in drawables:
             if not isinstance(d, Gimp.Layer) or isinstance(d, Gimp.GroupLayer):
                 raise PluginError(f"InstructIR works on pixel layers; '{d.get_name()}' is not one.")
-        layers, skipped = restore_drawables(image, list(drawables), instruction, strength, model,
-                                            None if device == "auto" else device, mode, semantic)
+        results = restore_drawables(image, list(drawables), instruction, strength, model,
+                                    None if device == "auto" else device, mode, semantic, interactive)
     except PluginError as exc:
         Gimp.progress_end()
         return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(str(exc)))
@@ -263,8 +401,11 @@ def run(procedure, run_mode, image, drawables, config, data):
         Gimp.progress_end()
         return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR,
                                            GLib.Error(f"InstructIR failed: {type(exc).__name__}: {exc}"))
-    if skipped and run_mode == Gimp.RunMode.INTERACTIVE:
-        Gimp.message("InstructIR skipped: " + "; ".join(p.get("message") or p.get("text", "") for p in skipped))
+    note = summary(results)
+    if note:
+        _trace("message", text=note)
+        if interactive:
+            Gimp.message(note)
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 

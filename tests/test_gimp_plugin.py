@@ -29,7 +29,14 @@ def test_install_puts_an_executable_plugin_in_a_folder_of_its_name(tmp_path, cap
     assert record["python"] == sys.executable and Path(record["python"]).exists()
     assert record["model"] == "studio-small" and record["engine_path"] == str(REPO)
     assert record["state_file"].endswith("server.json")
+    assert record["idle_exit"] == gimp_install.IDLE_EXIT_SECONDS == 300  # the server stops 5 min after GIMP's last run
     assert "installed" in capsys.readouterr().out
+    assert main(["gimp-install", "--plugin-dir", str(plugins), "--idle-exit", "45"]) == 0
+    assert json.loads((folder / "instructir.json").read_text())["idle_exit"] == 45
+    assert "stops 45 s after the last filter run" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["gimp-install", "--plugin-dir", str(plugins), "--idle-exit", "-1"])
+    assert sorted(p.name for p in folder.iterdir()) == ["instructir.json", "instructir.py", "instructir_protocol.py"]
 
     assert main(["gimp-install", "--plugin-dir", str(plugins)]) == 0  # reinstall over it
     assert main(["gimp-install", "--uninstall", "--plugin-dir", str(plugins)]) == 0

@@ -102,6 +102,58 @@ def _cancel_third_job(trace: Path, plugin_dir: str, timeout: float = 300) -> Non
                 fh.write(json.dumps({"event": "killed", "pid": int(proc.name)}) + "\n")
 
 
+flood_counts = {"opened": 0, "dropped": 0}
+
+
+def _hold_idle_connections(state: Path, stop: threading.Event, count: int = 32) -> None:
+    """Keep ``count`` idle TCP connections (no token, no request) open to the server until ``stop``."""
+    import socket
+
+    held: list = []
+    while not stop.is_set():
+        st = protocol.read_state(state)
+        if st is not None:
+            while len(held) < count:
+                try:
+                    held.append(socket.create_connection(("127.0.0.1", int(st["port"])), timeout=5))
+                    flood_counts["opened"] += 1
+                except OSError:
+                    break
+            for sock in list(held):  # the server drops them once their time to authenticate is up
+                sock.setblocking(False)
+                try:
+                    if sock.recv(1) == b"":
+                        held.remove(sock)
+                        sock.close()
+                        flood_counts["dropped"] += 1
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    held.remove(sock)
+                    sock.close()
+        stop.wait(0.2)
+    for sock in held:
+        sock.close()
+
+
+def _queue_a_job_before(trace: Path, case: str, state: Path, image: np.ndarray, out: list,
+                        timeout: float = 600) -> None:
+    """When the driver starts ``case``, run a job of our own on the server, so GIMP's job has to queue."""
+    deadline = time.monotonic() + timeout
+    marker = json.dumps({"name": case, "event": "case"})
+    while time.monotonic() < deadline:
+        if trace.exists() and marker in trace.read_text():
+            break
+        time.sleep(0.05)
+    else:
+        return
+    client = protocol.connect(state)
+    h, w, _ = image.shape
+    t = time.monotonic()
+    reply, _ = client.restore(np.ascontiguousarray(image, np.float32).tobytes(), w, h, 3, "f32", "remove the noise")
+    out.append({"seconds": time.monotonic() - t, "type": reply["type"]})
+
+
 @pytest.fixture(scope="module")
 def gimp_run(tmp_path_factory, request):
     root = _root_or_skip()
@@ -141,6 +193,13 @@ def gimp_run(tmp_path_factory, request):
         {"name": "gray-alpha-16", "input": f"{inner}/noisy-alpha.png", "instruction": "remove the noise",
          "grayscale": True, "precision": "u16"},
         {"name": "not-a-request", "input": f"{inner}/noisy.png", "instruction": "hello"},
+        {"name": "hdr-linear", "input": f"{inner}/noisy.png", "instruction": "remove the noise",
+         "precision": "float-linear", "fill": [20, 30, 40, 24, 25.0]},
+        {"name": "indexed", "input": f"{inner}/noisy.png", "instruction": "remove the noise", "indexed": True},
+        {"name": "skipped-part", "input": f"{inner}/noisy.png",
+         "instruction": "remove the noise and make me a sandwich"},
+        {"name": "queued", "input": f"{inner}/noisy.png", "instruction": "remove the noise", "wait": 3},
+        {"name": "upscaled", "input": f"{inner}/noisy.png", "instruction": "upscale it 2x"},
     ]
     job = {"out": str(inner), "cases": cases}
     (work / "job.json").write_text(json.dumps(job))
@@ -154,13 +213,24 @@ def gimp_run(tmp_path_factory, request):
     killer = threading.Thread(target=_cancel_third_job, args=(work / "trace.jsonl", f"{inner}/gimp/plug-ins"),
                               daemon=True)
     killer.start()
+    stop = threading.Event()
+    flood = threading.Thread(target=_hold_idle_connections, args=(state, stop), daemon=True)
+    flood.start()  # load: idle, unauthenticated connections held open for the whole GIMP session
+    host_job: list = []
+    queuer = threading.Thread(target=_queue_a_job_before, args=(work / "trace.jsonl", "queued", state,
+                                                                 np.tile(noisy, (4, 4, 1)), host_job), daemon=True)
+    queuer.start()
     t = time.monotonic()
     try:
-        gimp = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        gimp = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         seconds = time.monotonic() - t
+        stop.set()
+        flood.join(10)
+        queuer.join(60)
         client = protocol.connect(state)
         pong = client.ping() if client else None
     finally:
+        stop.set()
         if protocol.connect(state) is not None:
             protocol.connect(state).shutdown()
         try:
@@ -171,12 +241,13 @@ def gimp_run(tmp_path_factory, request):
     assert gimp.returncode == 0, f"gimp-console exited {gimp.returncode}:\n{gimp.stderr[-4000:]}"
     results = json.loads((work / "results.json").read_text())
     for c in results["cases"]:  # paths in the root -> paths on the host
-        for key in ("source", "new", "mask"):
+        for key in ("source", "new", "mask", "new_image"):
             if key in c:
                 c[key]["file"] = str(root) + c[key]["file"]
     trace = [json.loads(line) for line in (work / "trace.jsonl").read_text().splitlines()]
     yield {"results": results, "cases": {c["name"]: c for c in results["cases"]}, "trace": trace,
-           "pong": pong, "clean": clean, "noisy": noisy, "real_model": real_model, "seconds": seconds,
+           "pong": pong, "host_job": host_job, "flood": flood_counts, "clean": clean, "noisy": noisy,
+           "real_model": real_model, "seconds": seconds,
            "server_log": (host_out / "server.log").read_text(), "work": work}
     if not os.environ.get("INSTRUCTIR_KEEP_GIMP_WORK"):
         import shutil
@@ -220,12 +291,68 @@ def test_result_is_one_undo_group_and_progress_moved(gimp_run):
     first = events.index("undo_group_start")
     assert events[first:first + 3] == ["undo_group_start", "layer", "undo_group_end"]
     assert trace[first]["ok"] and trace[first + 2]["ok"], "GIMP did not open/close the undo group"
-    assert events.count("undo_group_start") == 3  # three successful cases; none cancelled or refused
+    # one per case that added a layer to its image (rgb, selection, gray, hdr, skipped part, queued);
+    # the enlarged result opened as a new image and left the source image's history alone
+    assert events.count("undo_group_start") == events.count("undo_group_end") == 6
     progress = [e for e in trace if e["event"] == "progress"]
-    assert len(progress) == 3 and all(p["updates"] >= 1 and p["fraction"] == 1.0 for p in progress)
+    assert len(progress) == 7 and all(p["updates"] >= 1 and p["fraction"] == 1.0 for p in progress)
     # The 160x160 image goes through the engine in 128-pixel tiles (4 of them): the server sends the first
     # measured step at once and coalesces the rest to one frame per 0.1 s, so at least first and last arrive.
     assert progress[0]["updates"] >= 2
+
+
+def test_idle_connections_do_not_disturb_the_filter(gimp_run):
+    """Load: 32 idle connections without a token were held open all along; every job still ran."""
+    assert gimp_run["flood"]["opened"] >= 32 and gimp_run["flood"]["dropped"] >= 1
+    for name in ("rgb", "selection", "gray-alpha-16", "hdr-linear", "skipped-part", "queued", "upscaled"):
+        _ok(gimp_run["cases"][name])
+    assert "already runs" not in gimp_run["server_log"]
+
+
+def test_a_job_waiting_behind_another_says_so(gimp_run):
+    assert gimp_run["host_job"] and gimp_run["host_job"][0]["type"] == "result"
+    queued = [e for e in gimp_run["trace"] if e["event"] == "progress"][5]["queued"]
+    assert queued and queued[0] >= 1, "the plug-in never showed 'queued behind N jobs'"
+    _ok(gimp_run["cases"]["queued"])
+
+
+def test_linear_float_values_above_one_survive(gimp_run):
+    case = _ok(gimp_run["cases"]["hdr-linear"])
+    assert case["precision"].startswith("float")
+    src, new = _load(case["source"]), _load(case["new"])
+    np.testing.assert_allclose(src[30:54, 20:60, :3], 25.0, rtol=1e-5)
+    assert new[30:54, 20:60, :3].min() > 20, "values of 25 were clipped"
+    outside = np.ones(src.shape[:2], bool)
+    outside[30:54, 20:60] = False
+    assert src[outside][:, :3].max() <= 1.0 + 1e-6 and np.abs(new[outside][:, :3] - src[outside][:, :3]).mean() > 0.002
+    layer = next(e for e in gimp_run["trace"] if e["event"] == "layer" and e["format"].endswith("float"))
+    assert layer["format"] == "R'G'B' float"  # no alpha channel sent for a layer without one
+
+
+def test_indexed_images_are_refused_as_the_menu_does(gimp_run):
+    case = gimp_run["cases"]["indexed"]
+    assert case["status"] == "execution-error" and "Image > Mode > RGB" in (case["error"] or "")
+    assert len(case["after"]) == len(case["before"])
+    assert "INDEXED" not in gimp_run["results"]["procedure"]["image_types"].upper()
+
+
+def test_a_skipped_part_is_reported_as_skipped_not_as_nothing_changed(gimp_run):
+    case = _ok(gimp_run["cases"]["skipped-part"])
+    assert len(case["after"]) == len(case["before"]) + 1
+    note = next(e["text"] for e in gimp_run["trace"] if e["event"] == "message")
+    assert "applied 'remove the noise' on a new layer" in note and "make me a sandwich" in note
+    assert "nothing was changed" not in note
+
+
+def test_an_enlarged_result_opens_as_a_new_image(gimp_run):
+    case = _ok(gimp_run["cases"]["upscaled"])
+    assert len(case["after"]) == len(case["before"])  # the source image is untouched
+    (opened,) = case["new_images"]
+    assert (opened["width"], opened["height"]) == (320, 320) and opened["layers"] == 1 and not opened["dirty"]
+    big = _load(case["new_image"])
+    assert big.shape == (320, 320, 4) and np.isfinite(big).all()
+    src = _load(case["source"])
+    assert abs(float(big[..., :3].mean()) - float(src[..., :3].mean())) < 0.05  # the same picture, enlarged
 
 
 def test_cancelling_leaves_the_image_alone_and_the_server_up(gimp_run):
@@ -235,6 +362,7 @@ def test_cancelling_leaves_the_image_alone_and_the_server_up(gimp_run):
     assert len(case["after"]) == len(case["before"])
     assert "cancelling its job" in gimp_run["server_log"]
     _ok(gimp_run["cases"]["gray-alpha-16"])  # the next filter run works with the same server
+    assert "lost the connection" not in (gimp_run["cases"]["gray-alpha-16"].get("error") or "")
 
 
 def test_selection_is_respected(gimp_run):
@@ -268,4 +396,5 @@ def test_not_a_request_comes_back_as_a_readable_error(gimp_run):
 def test_server_kept_the_model_loaded(gimp_run):
     pong = gimp_run["pong"]
     assert pong is not None, "the engine server did not survive the GIMP session"
-    assert pong["loads"] == 1 and pong["jobs_done"] == 3
+    # seven GIMP jobs and the host's own (the cancelled, refused and indexed cases ran none)
+    assert pong["loads"] == 1 and pong["jobs_done"] == 8

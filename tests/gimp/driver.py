@@ -8,6 +8,8 @@ check. Any exception makes gimp-console exit non-zero.
 
 import json
 import os
+import struct
+import time
 import traceback
 
 import gi
@@ -38,18 +40,43 @@ def describe(layer, image):
             "has_alpha": layer.has_alpha(), "is_gray": layer.is_gray(), "type": int(layer.type())}
 
 
+TRACE = os.environ.get("INSTRUCTIR_GIMP_TRACE")
+
+
+def trace(event, **fields):
+    if TRACE:
+        with open(TRACE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(fields, event=event)) + "\n")
+
+
+PRECISIONS = {"u16": "U16_NON_LINEAR", "float-linear": "FLOAT_LINEAR"}
+
+
 def run_case(proc, case):
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(case["input"]))
     if case.get("grayscale"):
         image.convert_grayscale()
-    if case.get("precision") == "u16":
-        image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+    if case.get("precision"):
+        image.convert_precision(getattr(Gimp.Precision, PRECISIONS[case["precision"]]))
+    if case.get("indexed"):
+        image.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 32, False, False, "")
     source = image.get_layers()[0]
+    if case.get("fill"):  # [x, y, w, h, value]: a block of linear-light values (HDR), written as linear float
+        x, y, w, h, value = case["fill"]
+        data = struct.pack("<f", value) * 3 + struct.pack("<f", 1.0)
+        buf = source.get_buffer()
+        buf.set(Gegl.Rectangle.new(x, y, w, h), "RGBA float", data * (w * h))
+        buf.flush()
+        source.update(x, y, w, h)
+    images_before = {i.get_id() for i in Gimp.get_images()}
     if case.get("ellipse"):
         x, y, w, h = case["ellipse"]
         image.select_ellipse(Gimp.ChannelOps.REPLACE, x, y, w, h)
     before = [describe(layer, image) for layer in image.get_layers()]
 
+    trace("case", name=case["name"])
+    if case.get("wait"):
+        time.sleep(case["wait"])  # lets the host queue a job of its own first
     config = proc.create_config()
     config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     config.set_property("image", image)
@@ -71,10 +98,18 @@ def run_case(proc, case):
               "before": before, "after": [describe(layer, image) for layer in image.get_layers()],
               "selected": [layer.get_id() for layer in image.get_selected_layers()],
               "source_id": source.get_id()}
-    record["source"] = dump(source, case["name"] + "-source")
+    fmt = "RGBA float" if case.get("precision") == "float-linear" else "R'G'B'A float"
+    record["source"] = dump(source, case["name"] + "-source", fmt)
     new = [layer for layer in image.get_layers() if layer.get_id() not in {b["id"] for b in before}]
     if new:
-        record["new"] = dump(new[0], case["name"] + "-new")
+        record["new"] = dump(new[0], case["name"] + "-new", fmt)
+    opened = [i for i in Gimp.get_images() if i.get_id() not in images_before and i.get_id() != image.get_id()]
+    record["new_images"] = [{"width": i.get_width(), "height": i.get_height(), "layers": len(i.get_layers()),
+                             "precision": i.get_precision().value_nick, "dirty": i.is_dirty()} for i in opened]
+    if opened:
+        record["new_image"] = dump(opened[0].get_layers()[0], case["name"] + "-new-image", fmt)
+        for i in opened:
+            i.delete()
     if not Gimp.Selection.is_empty(image):
         record["mask"] = dump(image.get_selection(), case["name"] + "-mask", "Y float")
     if case.get("export") and new:
