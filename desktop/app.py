@@ -139,7 +139,8 @@ def _install_excepthook(window) -> None:
     def hook(kind, value, tb):
         logging.getLogger("desktop").error("unexpected error", exc_info=(kind, value, tb))
         try:
-            window.chat.add_notice(f"Internal error ({kind.__name__}: {value}). Your work is autosaved.", "error")
+            window.conversation.add_notice(f"Internal error ({kind.__name__}: {value}). Your work is autosaved.",
+                                           "error")
         except Exception:  # noqa: BLE001 - never fail inside the hook
             previous(kind, value, tb)
 

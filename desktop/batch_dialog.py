@@ -3,7 +3,10 @@
 The recipe is the current session's steps at their strengths, or a recipe
 file. The batch runs on a pool thread through ``engine.edit.batch.run_batch``,
 whose atomic writes mean Cancel keeps finished files and leaves no partial
-ones; existing outputs are skipped, so running it again resumes.
+ones; existing outputs are skipped, so running it again resumes. Each row
+says where its photo will be written: a dropped folder's photos keep the
+folder's name and sub-folders under the output folder, and the dialog says
+so before anything is written.
 """
 
 from __future__ import annotations
@@ -57,12 +60,13 @@ class FileList(QTreeWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setAcceptDrops(True)
-        self.setHeaderLabels(["Photo", "Status", "Progress"])
+        self.setHeaderLabels(["Photo", "Saved as", "Status", "Progress"])
         self.setRootIsDecorated(False)
         self.setAlternatingRowColors(True)
         self.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        self.setColumnWidth(2, 140)
+        self.header().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.header().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.setColumnWidth(3, 120)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if event.mimeData().hasUrls():
@@ -139,9 +143,14 @@ class BatchDialog(QDialog):
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_dir, 1)
         out_row.addWidget(browse_out)
+        self.out_dir.textChanged.connect(self._update_destinations)
         self.format = QComboBox()
         for label, value in FORMATS:
             self.format.addItem(label, value)
+        self.format.currentIndexChanged.connect(self._update_destinations)
+        self.destination = QLabel("")
+        self.destination.setObjectName("muted")
+        self.destination.setWordWrap(True)
 
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
@@ -149,6 +158,7 @@ class BatchDialog(QDialog):
         form.addRow("", recipe_file_row)
         form.addRow("Output folder:", out_row)
         form.addRow("Format:", self.format)
+        form.addRow("", self.destination)
 
         self.overall = QProgressBar()
         self.overall.setRange(0, 1000)
@@ -193,18 +203,42 @@ class BatchDialog(QDialog):
                 if src.resolve() not in known:
                     known.add(src.resolve())
                     self.inputs.append((src, rel))
-                    item = QTreeWidgetItem([str(rel), STATUS_TEXT["pending"], ""])
+                    item = QTreeWidgetItem([src.name, "", STATUS_TEXT["pending"], ""])
                     item.setToolTip(0, str(src))
                     self.files.addTopLevelItem(item)
                     added += 1
+        self._update_destinations()
         self._update_start()
         return added
+
+    def _update_destinations(self, *_args) -> None:
+        """Each row's output path, and one line saying how the output folder is laid out."""
+        out = self.out_dir.text().strip()
+        root = Path(out).expanduser() if out else Path("<output folder>")
+        items = plan_outputs(self.inputs, root, self.format.currentData())
+        for i, item in enumerate(items):
+            row = self.files.topLevelItem(i)
+            if row is not None:
+                shown = item.output.relative_to(root).as_posix()
+                row.setText(1, shown)
+                row.setToolTip(1, str(item.output))
+        nested = [it for (src, rel), it in zip(self.inputs, items) if len(rel.parts) > 1]
+        if nested:
+            example = nested[0].output.relative_to(root).as_posix()
+            self.destination.setText(f"Photos from a dropped folder keep its name and sub-folders: "
+                                     f"{example} is written as {root / example}.")
+        elif items:
+            self.destination.setText(f"Each photo is written into {root} under its own name; existing files are "
+                                     "skipped.")
+        else:
+            self.destination.setText("")
 
     def clear(self) -> None:
         if self.token is not None:
             return
         self.inputs.clear()
         self.files.clear()
+        self._update_destinations()
         self._update_start()
 
     def refresh_recipe(self) -> None:
@@ -318,16 +352,16 @@ class BatchDialog(QDialog):
         text = STATUS_TEXT.get(status, status)
         if status == "failed" and error:
             text = f"Failed: {error}"
-        row.setText(1, text)
-        row.setToolTip(1, error or text)
-        row.setForeground(1, self.palette().text() if status not in STATUS_COLOUR else _brush(STATUS_COLOUR[status]))
-        bar = self.files.itemWidget(row, 2)
+        row.setText(2, text)
+        row.setToolTip(2, error or text)
+        row.setForeground(2, self.palette().text() if status not in STATUS_COLOUR else _brush(STATUS_COLOUR[status]))
+        bar = self.files.itemWidget(row, 3)
         if bar is None:
             bar = QProgressBar()
             bar.setRange(0, 100)
             bar.setTextVisible(False)
             bar.setFixedHeight(10)
-            self.files.setItemWidget(row, 2, bar)
+            self.files.setItemWidget(row, 3, bar)
         bar.setValue(100 if status in ("done", "skipped") else int(100 * fraction) if status == "running" else 0)
 
     def _finished(self, report) -> None:

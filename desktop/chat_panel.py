@@ -1,10 +1,12 @@
-"""The conversation: type an instruction, press Enter, read what the app understood and did.
+"""The assistant panel: type an instruction, press Enter, read what the app understood and did.
 
-Every reply says, step by step, what was understood (intent and confidence),
-at what strength, how long it took, and shows a thumbnail; instructions that
-will not be acted on get a plain explanation. Clicking a reply jumps the
-document to the state it produced; clicking your own message jumps to the
-state just before it.
+It is a view of :class:`~desktop.conversation.Conversation` (one bubble per
+message), plus the input, the quick suggestions and the progress row. Every
+reply says, step by step, what was understood (intent and confidence), at
+what strength, how long each step took (the same time as its History row),
+and shows a thumbnail; instructions that will not be acted on get a plain
+explanation. Clicking a reply jumps the document to the state it produced;
+clicking your own message jumps to the state just before it.
 """
 
 from __future__ import annotations
@@ -30,13 +32,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .controller import Reply, intent_name
+from .controller import Reply, ReplyKind, intent_name, plural
+from .conversation import Conversation, Message, NoticeKind, Role
 from .icons import icon
 from .spire_mode import DEFAULT_STEPS, understood
 from .theme import ERROR, MUTED, OK, WARNING
+from .widgets import no_wheel_unless_focused
 
 INSTRUCTIR, SPIRE = "instructir", "spire"
 
+#: (button label, instruction sent). A diagnosis of the photo may replace them (``ChatPanel.set_suggestions``).
 SUGGESTIONS = (
     ("Remove noise", "remove the noise"),
     ("Brighten", "it's too dark, brighten it"),
@@ -71,14 +76,16 @@ class Bubble(QFrame):
 
     clicked = Signal(object, bool)  # token, before
 
-    def __init__(self, role: str, parent: QWidget | None = None) -> None:
+    def __init__(self, message: Message, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.role = role  # user | assistant | error | notice
+        self.message = message
+        self.role = message.role.value  # user | assistant | error | notice
+        self.reply: Reply | None = message.reply
         self.token: int | None = None
-        self.before = role == "user"
-        self.reply: Reply | None = None
+        self.before = message.before
+        self.status: QLabel | None = None
         self.setObjectName({"user": "bubbleUser", "assistant": "bubbleAssistant", "error": "bubbleError",
-                            "notice": "bubbleNotice"}[role])
+                            "notice": "bubbleNotice"}[self.role])
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(12, 8, 12, 8)
         self.layout_.setSpacing(4)
@@ -95,25 +102,31 @@ class Bubble(QFrame):
         self.layout_.addWidget(label)
         return label
 
-    def set_token(self, token: int | None) -> None:
-        self.token = token
-        clickable = token is not None
+    def sync(self) -> None:
+        """Show what the message says now (token, queued status, highlight)."""
+        m = self.message
+        self.token = m.token
+        clickable = m.token is not None
         self.setCursor(Qt.CursorShape.PointingHandCursor if clickable else Qt.CursorShape.ArrowCursor)
-        if clickable:
+        if m.tip and clickable:
+            self.setToolTip(m.tip)
+        elif clickable:
             self.setToolTip("Click to go back to the photo just before this instruction" if self.before
                             else "Click to show the photo as it was after this step")
+        else:
+            self.setToolTip("")
+        if self.status is not None:
+            self.status.setText(m.status)
+            self.status.setVisible(bool(m.status))
+        if self.role == "assistant":
+            name = "bubbleCurrent" if m.current else "bubbleAssistant"
+            if self.objectName() != name:
+                self.setObjectName(name)
+                self.style().unpolish(self)
+                self.style().polish(self)
 
     def text(self) -> str:
-        return "\n".join(w.text() for w in self.findChildren(QLabel) if w.text())
-
-    def set_current(self, on: bool) -> None:
-        if self.role != "assistant":
-            return
-        name = "bubbleCurrent" if on else "bubbleAssistant"
-        if self.objectName() != name:
-            self.setObjectName(name)
-            self.style().unpolish(self)
-            self.style().polish(self)
+        return "\n".join(w.text() for w in self.findChildren(QLabel) if w.text() and w.isVisibleTo(self))
 
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if event.button() == Qt.MouseButton.LeftButton and self.token is not None:
@@ -123,40 +136,54 @@ class Bubble(QFrame):
         super().mousePressEvent(event)
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"
+
+
 def _reply_html(reply: Reply) -> tuple[str, str]:
     """(headline, body) in rich text for a reply."""
     esc = html.escape
-    applied = [p for p in reply.plan if p.actionable]
     skipped = [p for p in reply.plan if not p.actionable]
-    if reply.kind == "applied":
+    if reply.kind is ReplyKind.APPLIED:
         head = f"<b style='color:{OK}'>✓</b> <b>Done</b>"
-        if len(applied) > 1:
-            head += f" — {len(applied)} steps"
-    elif reply.kind == "nothing":
+        if len(reply.steps) > 1:
+            head += f" — {plural(len(reply.steps), 'step')}"
+    elif reply.kind is ReplyKind.NOTHING:
         head = f"<b style='color:{WARNING}'>!</b> <b>Nothing changed</b>"
-    elif reply.kind == "cancelled":
+    elif reply.kind is ReplyKind.CANCELLED:
         head = f"<b style='color:{MUTED}'>■</b> <b>Cancelled</b>"
     else:
         head = f"<b style='color:{ERROR}'>✗</b> <b>Could not do that</b>"
+    times = iter(reply.steps)
     lines = []
     for n, p in enumerate(reply.plan, 1):
         prefix = f"{n}. " if len(reply.plan) > 1 else ""
         if p.actionable:
-            lines.append(f"{prefix}“{esc(p.text)}” → <b>{esc(intent_name(p.intent))}</b> "
-                         f"<span style='color:{MUTED}'>· {p.confidence:.0%} sure · strength {p.strength:.0%}</span>")
+            step = next(times, None)
+            if step is not None and step.kind.value == "spire":
+                lines.append(f"{prefix}<b>{esc(step.summary())}</b>")
+                params = step.params
+                lines.append(f"<span style='color:{MUTED}'>{plural(int(params.get('sampling_steps', 0)), 'step')}"
+                             f"{' · ' + _seconds(step.seconds) if step.seconds >= 0.05 else ''}</span>")
+                if params.get("semantic"):
+                    lines.append(f"<span style='color:{MUTED}'>Photo of “{esc(params['semantic'])}”</span>")
+                if "Upsample" in params.get("prompt", ""):
+                    lines.append(f"<span style='color:{MUTED}'>The photo keeps its size: SPIRE restored the "
+                                 "detail of an upsampling instead of enlarging it.</span>")
+                continue
+            took = f" · {_seconds(step.seconds)}" if step is not None and step.seconds >= 0.05 else ""
+            what = esc(step.summary()) if step is not None and step.kind.value == "upsample" else \
+                esc(intent_name(p.intent))
+            lines.append(f"{prefix}“{esc(p.text)}” → <b>{what}</b> "
+                         f"<span style='color:{MUTED}'>· {p.confidence:.0%} sure · strength {p.strength:.0%}"
+                         f"{took}</span>")
         else:
             lines.append(f"{prefix}<span style='color:{WARNING}'>{esc(p.message)}</span>")
-    if reply.spire is not None:
-        step = reply.spire
-        lines.append(f"<b>{esc(step.summary())}</b>")
-        if step.semantic:
-            lines.append(f"<span style='color:{MUTED}'>Photo of “{esc(step.semantic)}”</span>")
-        if "Upsample" in step.prompt:
-            lines.append(f"<span style='color:{MUTED}'>The photo keeps its size: SPIRE restored the detail of "
-                         "an upsampling instead of enlarging it.</span>")
-    if reply.kind in ("error", "cancelled") and reply.message:
+    if reply.size is not None:
+        lines.append(f"<span style='color:{MUTED}'>The photo is now {reply.size[0]} × {reply.size[1]}.</span>")
+    if reply.kind in (ReplyKind.ERROR, ReplyKind.CANCELLED) and reply.message:
         lines.append(esc(reply.message))
-    elif reply.kind == "nothing" and not skipped and reply.message:
+    elif reply.kind is ReplyKind.NOTHING and not skipped and reply.message:
         lines.append(esc(reply.message))
     if reply.stale_merge:
         lines.append(f"<span style='color:{WARNING}'>You changed the history while this ran: the new step is "
@@ -173,10 +200,11 @@ class ChatPanel(QWidget):
     cancelRequested = Signal()
     stateRequested = Signal(object, bool)  # token, before
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, conversation: Conversation | None = None) -> None:
         super().__init__(parent)
-        self._by_request: dict[int, Bubble] = {}
-        self._status: dict[int, QLabel] = {}
+        self.conversation: Conversation | None = None
+        self._bubbles: list[Bubble] = []
+        self._photo_open = False
 
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
@@ -208,23 +236,28 @@ class ChatPanel(QWidget):
         busy.addWidget(self.cancel_button, 0, 1, 2, 1)
         self.busy_row.hide()
 
+        # quick suggestions: the defaults, or what a diagnosis of the photo proposes (set_suggestions)
         chips = QWidget()
-        grid = QGridLayout(chips)
-        grid.setContentsMargins(10, 0, 10, 0)
-        grid.setSpacing(6)
+        chip_box = QVBoxLayout(chips)
+        chip_box.setContentsMargins(10, 0, 10, 0)
+        chip_box.setSpacing(4)
+        self.suggestions_title = QLabel("")
+        self.suggestions_title.setObjectName("muted")
+        self.suggestions_title.setWordWrap(True)
+        self.suggestions_title.hide()
+        self.chip_grid = QGridLayout()
+        self.chip_grid.setSpacing(6)
+        spire_grid = QGridLayout()
+        spire_grid.setSpacing(6)
+        chip_box.addWidget(self.suggestions_title)
+        chip_box.addLayout(self.chip_grid)
+        chip_box.addLayout(spire_grid)
         self.chips: list[QPushButton] = []
-        self.spire_chips: list[QPushButton] = []
-        for suggestions, into, row0 in ((SUGGESTIONS, self.chips, 0), (SPIRE_SUGGESTIONS, self.spire_chips, 2)):
-            for n, (label, instruction) in enumerate(suggestions):
-                chip = QPushButton(label)
-                chip.setObjectName("chip")
-                chip.setToolTip(f"Send “{instruction}”")
-                chip.setCursor(Qt.CursorShape.PointingHandCursor)
-                chip.clicked.connect(lambda _=False, text=instruction: self.send(text))
-                grid.addWidget(chip, row0 + n // 3, n % 3)
-                into.append(chip)
-        for chip in self.spire_chips:
+        self.spire_chips = [self._chip(label, text) for label, text in SPIRE_SUGGESTIONS]
+        for n, chip in enumerate(self.spire_chips):
+            spire_grid.addWidget(chip, n // 3, n % 3)
             chip.hide()
+            chip.setEnabled(False)
 
         # the mode: InstructIR, or SPIRE when an adapter is installed (greyed out, with the reason, otherwise)
         self.mode = QComboBox()
@@ -302,7 +335,11 @@ class ChatPanel(QWidget):
         layout.addWidget(self.spire_row)
         layout.addLayout(row)
         layout.addWidget(self.understood)
+        no_wheel_unless_focused(self.mode, self.steps_box)
+        self.set_suggestions([])
         self.set_spire_state(None, "Checking whether SPIRE can run on this computer…")
+        if conversation is not None:
+            self.set_conversation(conversation)
 
     # --- input ----------------------------------------------------------------
 
@@ -341,7 +378,7 @@ class ChatPanel(QWidget):
         self._spire = (ok, reason, error, loading)
         index = self.mode.findData(SPIRE)
         self.mode.model().item(index).setEnabled(bool(ok))
-        tip = reason if ok is not False else f"Unavailable: {reason}"
+        tip = reason if ok is not False else f"Not available on this computer: {short_reason(reason)}"
         self.mode.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
         if not ok and self.is_spire:
             self.mode.setCurrentIndex(self.mode.findData(INSTRUCTIR))
@@ -350,10 +387,7 @@ class ChatPanel(QWidget):
     def _update_mode_note(self) -> None:
         ok, reason, error, loading = getattr(self, "_spire", (None, "", "", False))
         note = self.mode_note
-        if ok is False:
-            text, colour, tip = f"SPIRE (diffusion) is off: {short_reason(reason)} Hover here for how to set it up.", \
-                MUTED, reason
-        elif ok and self.is_spire:
+        if ok and self.is_spire:
             text, tip = (error or reason + (" Loading the SPIRE model…" if loading else "")), error or reason
             colour = ERROR if error else WARNING if "CPU" in reason else MUTED
         else:
@@ -362,7 +396,7 @@ class ChatPanel(QWidget):
         note.setToolTip(tip)
         note.setStyleSheet(f"color: {colour};")
         note.setVisible(bool(text))
-        self.mode.setToolTip("How the photo is restored" + (f"\n\nSPIRE: {tip}" if tip else ""))
+        self.mode.setToolTip("How the photo is restored" + (f"\n\nSPIRE: {short_reason(tip)}" if tip else ""))
 
     def _mode_changed(self, _index: int) -> None:
         spire = self.is_spire
@@ -370,6 +404,7 @@ class ChatPanel(QWidget):
         self.understood.setVisible(spire)
         for chip in self.chips:
             chip.setVisible(not spire)
+        self.suggestions_title.setVisible(not spire and bool(self.suggestions_title.text()))
         for chip in self.spire_chips:
             chip.setVisible(spire)
         self.input.setPlaceholderText(SPIRE_PLACEHOLDER if spire else INSTRUCTIR_PLACEHOLDER)
@@ -393,49 +428,63 @@ class ChatPanel(QWidget):
             self.understood.setText("Understood as: — (type what to fix; SPIRE reads it as a restoration prompt)")
             self.understood.setStyleSheet(f"color: {MUTED};")
 
-    # --- messages -------------------------------------------------------------
+    # --- messages (a view of the conversation) ----------------------------------------------------------
 
-    def _add(self, bubble: Bubble, *, indent_left: int = 0, indent_right: int = 0, after: QWidget | None = None
-             ) -> Bubble:
+    def set_conversation(self, conversation: Conversation) -> None:
+        """Show ``conversation`` (its messages so far, then every change)."""
+        if self.conversation is not None:
+            for signal in (self.conversation.added, self.conversation.changed, self.conversation.cleared):
+                signal.disconnect()
+        self.conversation = conversation
+        self._clear_bubbles()
+        for index in range(len(conversation)):
+            self._on_added(index)
+        conversation.added.connect(self._on_added)
+        conversation.changed.connect(self._on_changed)
+        conversation.cleared.connect(self._clear_bubbles)
+
+    def _on_added(self, index: int) -> None:
+        message = self.conversation.messages[index]
+        bubble = self._bubble(message)
         holder = QWidget()
         row = QHBoxLayout(holder)
-        row.setContentsMargins(indent_left, 0, indent_right, 0)
+        indent = {Role.USER: (48, 0), Role.ASSISTANT: (0, 24), Role.ERROR: (0, 24)}.get(message.role, (0, 0))
+        row.setContentsMargins(indent[0], 0, indent[1], 0)
         row.addWidget(bubble)
-        index = self.messages_layout.indexOf(after) if after is not None else -1
-        if index >= 0:  # a reply goes right under its own message, even when later ones were queued meanwhile
-            self.messages_layout.insertWidget(index + 1, holder)
-        else:
-            self.messages_layout.addWidget(holder)
+        self.messages_layout.insertWidget(index + 1, holder)  # after the stretch that keeps bubbles at the bottom
+        self._bubbles.insert(index, bubble)
         bubble.clicked.connect(self.stateRequested)
+        bubble.sync()
         self._stick = True
+
+    def _on_changed(self, index: int) -> None:
+        if 0 <= index < len(self._bubbles):
+            self._bubbles[index].sync()
+
+    def _bubble(self, message: Message) -> Bubble:
+        bubble = Bubble(message)
+        if message.role is Role.USER:
+            bubble.add_label(message.text)
+            bubble.status = bubble.add_label("", muted=True)
+            bubble.status.hide()
+        elif message.reply is not None:
+            self._fill_reply(bubble, message.reply)
+        else:
+            colour = {NoticeKind.ERROR: ERROR, NoticeKind.WARNING: WARNING}.get(message.kind, MUTED)
+            label = bubble.add_label(html.escape(message.text), rich=True)
+            label.setStyleSheet(f"color: {colour};")
+            if message.action is not None:
+                button = QPushButton(message.action[0])
+                button.clicked.connect(message.action[1])
+                row = QHBoxLayout()
+                row.addWidget(button)
+                row.addStretch(1)
+                bubble.layout_.addLayout(row)
+                bubble.action_button = button
         return bubble
 
-    def bubbles(self) -> list[Bubble]:
-        return [b for b in self.messages.findChildren(Bubble)]
-
-    def add_user(self, request_id: int, text: str) -> Bubble:
-        bubble = Bubble("user")
-        bubble.add_label(text)
-        status = bubble.add_label("", muted=True)
-        status.hide()
-        self._by_request[request_id] = bubble
-        self._status[request_id] = status
-        return self._add(bubble, indent_left=48)
-
-    def mark_queued(self, request_id: int, ahead: int) -> None:
-        if label := self._status.get(request_id):
-            label.setText(f"Queued — runs after {ahead} other task{'s' if ahead > 1 else ''}")
-            label.show()
-
-    def mark_started(self, request_id: int) -> None:
-        if label := self._status.get(request_id):
-            label.hide()
-
-    def add_reply(self, reply: Reply) -> Bubble:
-        if label := self._status.pop(reply.request_id, None):
-            label.hide()
-        bubble = Bubble("error" if reply.kind == "error" else "assistant")
-        bubble.reply = reply
+    @staticmethod
+    def _fill_reply(bubble: Bubble, reply: Reply) -> None:
         head, body = _reply_html(reply)
         bubble.add_label(head, rich=True)
         if body:
@@ -448,56 +497,58 @@ class ChatPanel(QWidget):
             thumb.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
             thumb.setStyleSheet("border: 1px solid #4a4a4a; border-radius: 3px;")
             footer.addWidget(thumb)
-        if reply.seconds >= 0.05 and reply.kind == "applied":
-            took = QLabel(f"{reply.seconds:.1f} s")
+        if reply.kind is ReplyKind.APPLIED and reply.seconds >= 0.05:
+            took = QLabel(f"{_seconds(reply.seconds)} in all")
             took.setObjectName("muted")
-            took.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+            took.setToolTip(f"The model ran {_seconds(reply.step_seconds)} (the times in History); the rest "
+                            "went to understanding the instruction, recomputing previews and preparing the "
+                            "display.")
             footer.addWidget(took, 0, Qt.AlignmentFlag.AlignBottom)
         footer.addStretch(1)
         if footer.count() > 1:
             bubble.layout_.addLayout(footer)
-        user = self._by_request.get(reply.request_id)
-        if reply.token is not None:
-            bubble.set_token(reply.token)
-            if user is not None:
-                user.set_token(reply.token)
-        return self._add(bubble, indent_right=24, after=user.parentWidget() if user is not None else None)
 
-    def add_notice(self, text: str, kind: str = "info", action: tuple[str, object] | None = None) -> Bubble:
-        """An app message (not a reply); ``action`` = (button label, callback) offers the way out."""
-        bubble = Bubble("error" if kind == "error" else "notice")
-        colour = {"error": ERROR, "warning": WARNING}.get(kind, MUTED)
-        label = bubble.add_label(html.escape(text), rich=True)
-        label.setStyleSheet(f"color: {colour};")
-        if action is not None:
-            button = QPushButton(action[0])
-            button.clicked.connect(action[1])
-            row = QHBoxLayout()
-            row.addWidget(button)
-            row.addStretch(1)
-            bubble.layout_.addLayout(row)
-            bubble.action_button = button
-        return self._add(bubble, indent_right=24 if kind == "error" else 0)
+    def bubbles(self) -> list[Bubble]:
+        return list(self._bubbles)
 
-    def add_opened(self, text: str) -> Bubble:
-        """The first message of a document: clicking it shows the original."""
-        bubble = self.add_notice(text)
-        bubble.set_token(0)
-        bubble.before = False
-        bubble.setToolTip("Click to show the original photo")
-        return bubble
-
-    def set_current_token(self, token: int | None) -> None:
-        for bubble in self.bubbles():
-            bubble.set_current(bubble.role == "assistant" and token is not None and bubble.token == token)
-
-    def clear(self) -> None:
+    def _clear_bubbles(self) -> None:
         while self.messages_layout.count() > 1:
             item = self.messages_layout.takeAt(1)
             if item.widget():
                 item.widget().deleteLater()
-        self._by_request.clear()
-        self._status.clear()
+        self._bubbles = []
+
+    # --- quick suggestions ------------------------------------------------------------------------------
+
+    def set_suggestions(self, suggestions, title: str = "") -> None:
+        """Replace the InstructIR quick buttons with ``suggestions`` = [(label, instruction, tooltip), ...]
+        (e.g. what a diagnosis of the photo proposes); an empty list brings the defaults back."""
+        suggestions = [tuple(s) + ("",) * (3 - len(s)) for s in suggestions] or \
+            [(label, text, "") for label, text in SUGGESTIONS]
+        for chip in self.chips:
+            self.chip_grid.removeWidget(chip)
+            chip.deleteLater()
+        self.chips = [self._chip(label, text, tip) for label, text, tip in suggestions]
+        for n, chip in enumerate(self.chips):
+            self.chip_grid.addWidget(chip, n // 3, n % 3)
+            chip.setVisible(not self.is_spire)
+            chip.setEnabled(self._photo_open)
+        self.suggestions_title.setText(title)
+        self.suggestions_title.setVisible(bool(title) and not self.is_spire)
+
+    def _chip(self, label: str, instruction: str, tip: str = "") -> QPushButton:
+        chip = QPushButton(label)
+        chip.setObjectName("chip")
+        chip.setToolTip(tip or f"Send “{instruction}”")
+        chip.setCursor(Qt.CursorShape.PointingHandCursor)
+        chip.clicked.connect(lambda _=False, text=instruction: self.send(text))
+        return chip
+
+    def set_photo_open(self, is_open: bool) -> None:
+        """Quick buttons act on the photo: they are off until one is open."""
+        self._photo_open = is_open
+        for chip in (*self.chips, *self.spire_chips):
+            chip.setEnabled(is_open)
 
     # --- busy -----------------------------------------------------------------
 

@@ -9,152 +9,68 @@ while they were computing.
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
-import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage, QUndoStack
 
-from engine.edit.runners import Runners
-from engine.edit.session import EditSession, Recipe, SessionError, Step
+from engine.edit.session import EditSession, SessionError, Step, StepKind
 from engine.io.images import Picture
-from engine.jobs import CancelToken, ProgressCallback, check
 
 from .imaging import to_qimage
-from .spire_mode import SpireStep, run_spire
-from .workers import UserFacingError
 
 SESSION_SUFFIX = ".irsession"
 STUDIO_ENTRY = "studio.json"
 STUDIO_FORMAT = "instructir-studio-extras"
-
-
-class StudioSession(EditSession):
-    """EditSession plus what a Qt front end needs: swap the step list wholesale, clone cheaply, SPIRE steps.
-
-    ``spire`` is the SPIRE pipeline that recomputes stale :class:`SpireStep` s
-    (set by the controller on a working clone when there are any); InstructIR
-    steps are recomputed with the restorer as in the engine.
-    """
-
-    spire = None
-
-    def restore_steps(self, steps: list[Step], result: np.ndarray | None = None) -> None:
-        """Make ``steps`` current (an undo/redo); ``result`` seeds the render cache when already known."""
-        self.steps = [replace(s) for s in steps]
-        self._changed(0)
-        if result is not None and self.steps:
-            self._cache[len(self.steps) - 1] = result
-
-    def clone(self) -> StudioSession:
-        """An independent session over the same arrays (deltas and original are shared, never copied)."""
-        other = StudioSession(self.original)
-        other.steps = [replace(s) for s in self.steps]
-        return other
-
-    def needs(self) -> tuple[bool, bool]:
-        """Whether refreshing needs (the InstructIR restorer, the SPIRE pipeline)."""
-        stale = [s for s in self.steps if s.stale]
-        return any(not isinstance(s, SpireStep) for s in stale), any(isinstance(s, SpireStep) for s in stale)
-
-    def refresh(self, restorer, *, progress: ProgressCallback | None = None,
-                cancel: CancelToken | None = None) -> None:
-        """Recompute stale steps exactly (no undo entry): SPIRE steps with SPIRE, the others with ``restorer``."""
-        stale = [i for i, s in enumerate(self.steps) if s.stale]
-        for n, i in enumerate(stale):
-            check(cancel)
-            step = self.steps[i]
-            sub = None if progress is None else (
-                lambda d, t, n=n: progress(int(1000 * (n + d / max(t, 1)) / len(stale)), 1000))
-            if isinstance(step, SpireStep):
-                if self.spire is None:
-                    raise UserFacingError("Recomputing a SPIRE step needs SPIRE mode, which is not loaded.")
-                delta, secs = run_spire(self.spire, self.input_of(i), step, sub, cancel)
-            else:
-                delta, secs = Runners(restorer).run(self.input_of(i), step, progress=sub, cancel=cancel)
-            self.steps[i] = replace(step, delta=delta, stale=False, seconds=secs)
-            self._changed(i)
-
-    def to_recipe(self) -> Recipe:
-        """InstructIR steps only: a recipe replays instructions with InstructIR, which cannot redo a SPIRE step."""
-        steps = [s for s in self.steps if not isinstance(s, SpireStep)]
-        model = steps[0].model if steps else None
-        return Recipe([(s.instruction, s.strength) for s in steps], model)
+#: Results up to this many pixels are re-rendered on the UI thread (a few ms); larger ones in the background.
+SYNC_RENDER_PIXELS = 1_500_000
 
 
 # --- session files (engine session + what export needs: format, bit depth, ICC, EXIF, alpha) -------------
 
 
 def save_session_file(path: str | os.PathLike, session: EditSession, picture: Picture | None) -> Path:
-    """The engine's lossless session zip, plus an extra entry with the photo's metadata; written atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        session.save(tmp)
-        meta: dict = {"format": STUDIO_FORMAT, "version": 1}
-        if picture is not None:
-            meta.update(source=str(picture.source or ""), image_format=picture.format, bit_depth=picture.bit_depth,
-                        grayscale=picture.grayscale, has_icc=picture.icc_profile is not None,
-                        has_exif=picture.exif is not None, has_alpha=picture.alpha is not None)
-        spire = {str(i): s.spire_meta() for i, s in enumerate(session.steps) if isinstance(s, SpireStep)}
-        if spire:  # what re-running a SPIRE step needs; the engine's own file keeps only the plain Step fields
-            meta["spire_steps"] = spire
-        if picture is not None or spire:
-            with zipfile.ZipFile(tmp, "a", zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr(STUDIO_ENTRY, json.dumps(meta, indent=2))
-                if picture is not None and picture.icc_profile:
-                    zf.writestr("studio/icc.bin", picture.icc_profile)
-                if picture is not None and picture.exif:
-                    zf.writestr("studio/exif.bin", picture.exif)
-                if picture is not None and picture.alpha is not None:
-                    import io
-
-                    buf = io.BytesIO()
-                    np.save(buf, picture.alpha, allow_pickle=False)
-                    zf.writestr("studio/alpha.npy", buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """The engine's lossless session zip, plus entries with the photo's metadata; written atomically."""
+    extras: dict[str, bytes] = {}
+    if picture is not None:
+        meta = {"format": STUDIO_FORMAT, "version": 2, "source": str(picture.source or ""),
+                "image_format": picture.format, "bit_depth": picture.bit_depth, "grayscale": picture.grayscale,
+                "has_icc": picture.icc_profile is not None, "has_exif": picture.exif is not None,
+                "has_alpha": picture.alpha is not None}
+        extras[STUDIO_ENTRY] = json.dumps(meta, indent=2).encode()
+        if picture.icc_profile:
+            extras["studio/icc.bin"] = picture.icc_profile
+        if picture.exif:
+            extras["studio/exif.bin"] = picture.exif
+        if picture.alpha is not None:
+            buf = io.BytesIO()
+            np.save(buf, picture.alpha, allow_pickle=False)
+            extras["studio/alpha.npy"] = buf.getvalue()
+    return session.save(path, extras=extras)
 
 
-def load_session_file(path: str | os.PathLike) -> tuple[StudioSession, Picture]:
+def load_session_file(path: str | os.PathLike) -> tuple[EditSession, Picture]:
     """A session and a Picture to export it with (8-bit PNG-like defaults for plain engine sessions)."""
-    session = StudioSession.load(path)
-    meta: dict = {}
-    icc = exif = alpha = None
+    session = EditSession.load(path)
+    extras = EditSession.read_extras(path, "studio")
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            if STUDIO_ENTRY in names:
-                meta = json.loads(zf.read(STUDIO_ENTRY))
-                if "studio/icc.bin" in names:
-                    icc = zf.read("studio/icc.bin")
-                if "studio/exif.bin" in names:
-                    exif = zf.read("studio/exif.bin")
-                if "studio/alpha.npy" in names:
-                    import io
-
-                    alpha = np.load(io.BytesIO(zf.read("studio/alpha.npy")), allow_pickle=False)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        meta = json.loads(extras[STUDIO_ENTRY]) if STUDIO_ENTRY in extras else {}
+        alpha = np.load(io.BytesIO(extras["studio/alpha.npy"]), allow_pickle=False) \
+            if "studio/alpha.npy" in extras else None
+        for index, spire in (meta.get("spire_steps") or {}).items():  # files of the app before SPIRE steps
+            i = int(index)                                             # were the engine's own kind
+            session.steps[i].kind, session.steps[i].params = StepKind.SPIRE, dict(spire)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise SessionError(f"cannot read session {path}: {exc}") from exc
-    for index, extra in (meta.get("spire_steps") or {}).items():
-        try:
-            i = int(index)
-            session.steps[i] = SpireStep.upgrade(session.steps[i], extra)
-        except (ValueError, IndexError, TypeError) as exc:
-            raise SessionError(f"cannot read session {path}: bad SPIRE step {index!r}: {exc}") from exc
     source = meta.get("source") or None
     picture = Picture(rgb=session.original, alpha=alpha, bit_depth=int(meta.get("bit_depth", 8)),
                       grayscale=bool(meta.get("grayscale", False)), format=meta.get("image_format"),
-                      icc_profile=icc, exif=exif, source=Path(source) if source else None)
+                      icc_profile=extras.get("studio/icc.bin"), exif=extras.get("studio/exif.bin"),
+                      source=Path(source) if source else None)
     return session, picture
 
 
@@ -166,18 +82,24 @@ class Document(QObject):
 
     changed = Signal()  # steps or strengths changed
     opened = Signal()  # a new photo or session replaced everything
+    rendered = Signal()  # a preview rendered in the background is ready to be shown
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.stack = QUndoStack(self)
         self.stack.setUndoLimit(200)
         self.picture: Picture | None = None
-        self.session: StudioSession | None = None
+        self.session: EditSession | None = None
         self.path: Path | None = None  # the photo (or session) file it came from
         self.export_path: Path | None = None
+        self.session_path: Path | None = None  # where "Save" writes the session without asking
+        self.recovered = False  # reopened from a crash's autosave (its name says so until saved)
         self.revision = 0
         self._before: QImage | None = None
         self._after: QImage | None = None
+        self._shown: QImage | None = None  # what the view shows until a background render is ready
+        self._rendering = False
+        self._render_again = False
 
     # --- state ----------------------------------------------------------------
 
@@ -187,20 +109,25 @@ class Document(QObject):
 
     @property
     def name(self) -> str:
-        return self.path.name if self.path else "Untitled"
+        name = self.path.name if self.path else "Untitled"
+        return f"{name} (recovered)" if self.recovered else name
 
     @property
     def steps(self) -> list[Step]:
         return list(self.session.steps) if self.session else []
 
-    def open(self, picture: Picture, session: StudioSession | None = None, *, path: Path | None = None,
-             before: QImage | None = None, after: QImage | None = None) -> None:
+    def open(self, picture: Picture, session: EditSession | None = None, *, path: Path | None = None,
+             before: QImage | None = None, after: QImage | None = None, session_path: Path | None = None,
+             recovered: bool = False) -> None:
         """Replace everything with a new photo (or a loaded session); the undo history starts empty."""
         self.stack.clear()
+        self._shown = None
         self.picture = picture
-        self.session = session if session is not None else StudioSession(picture.rgb)
+        self.session = session if session is not None else EditSession(picture.rgb)
         self.path = Path(path) if path else picture.source
         self.export_path = None
+        self.session_path = session_path
+        self.recovered = recovered
         self._before = before
         self._after = after
         self.revision += 1
@@ -210,8 +137,9 @@ class Document(QObject):
 
     def close(self) -> None:
         self.stack.clear()
-        self.picture = self.session = self.path = self.export_path = None
-        self._before = self._after = None
+        self.picture = self.session = self.path = self.export_path = self.session_path = None
+        self.recovered = False
+        self._before = self._after = self._shown = None
         self.revision += 1
         self.opened.emit()
         self.changed.emit()
@@ -222,7 +150,7 @@ class Document(QObject):
         """Called by undo commands only: make ``steps`` current and re-render."""
         if self.session is None:
             return
-        self.session.restore_steps(steps, result)
+        self.session.set_steps(steps, result)
         self.revision += 1
         self._after = display
         self.changed.emit()
@@ -262,7 +190,7 @@ class Document(QObject):
         """Exact recomputation of stale steps: same edit, better pixels, so no undo entry (like the engine)."""
         if self.session is None:
             return
-        self.session.restore_steps(steps)
+        self.session.set_steps(steps)
         for i in range(self.stack.count()):  # keep snapshots in the history exact too
             command = self.stack.command(i)
             if hasattr(command, "refreshed"):
@@ -276,19 +204,64 @@ class Document(QObject):
     def result(self) -> np.ndarray | None:
         return self.session.result() if self.session else None
 
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) of the result now (an up-sampling step changes it)."""
+        if self.session is None:
+            return None
+        h, w = self.session.size_after()
+        return w, h
+
     def before_image(self) -> QImage | None:
         if self._before is None and self.session is not None:
             self._before = to_qimage(self.session.original)
         return self._before
 
     def after_image(self) -> QImage | None:
+        """The result as shown. A large photo's new result (a slider, undo) is rendered on a pool thread
+        and the previous one is shown meanwhile: the UI never waits for a full-size re-blend."""
         if self._after is None and self.session is not None:
-            self._after = to_qimage(self.session.result()) if self.session.steps else self.before_image()
+            if not self.session.steps:
+                self._after = self.before_image()
+            elif self._shown is None or self.session.original.size <= 3 * SYNC_RENDER_PIXELS:
+                self._after = to_qimage(self.session.result())
+            else:
+                self._render_in_background()
+                return self._shown
+        self._shown = self._after
         return self._after
 
-    def export_picture(self, session: EditSession | None = None) -> Picture:
-        session = session or self.session
-        return self.picture.with_rgb(session.result())
+    def _render_in_background(self) -> None:
+        from .workers import lower_priority, run_in_pool
+
+        if self._rendering:
+            self._render_again = True
+            return
+        self._rendering, self._render_again = True, False
+        revision, session = self.revision, self.session
+        clone = session.clone()
+        clone._cache.update(session._cache)  # noqa: SLF001 - renders of unchanged earlier steps are reused
+
+        def work(progress, cancel):
+            lower_priority()
+            return clone._cache, to_qimage(clone.result())  # noqa: SLF001
+
+        def done(result) -> None:
+            self._rendering = False
+            cache, image = result
+            if revision == self.revision and session is self.session:
+                session._cache.update(cache)  # noqa: SLF001 - same steps: the renders are the session's own
+                self._after = image
+                self.rendered.emit()
+            elif self.session is not None and self._after is None:
+                self._render_in_background()  # the document moved on meanwhile: render what it is now
+                return
+            if self._render_again and self._after is None:
+                self._render_in_background()
+
+        def failed(_message: str) -> None:
+            self._rendering = False
+
+        run_in_pool(work, on_finished=done, on_failed=failed, receiver=self)
 
     # --- jumping to a state -----------------------------------------------------
 

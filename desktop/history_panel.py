@@ -1,8 +1,10 @@
 """One row per applied step: its instruction, what it was understood as, and a live strength slider.
 
 Sliders re-blend the stored correction (no network), so dragging is
-immediate; one drag is one undo entry. Rows are rebuilt only when the list of
-steps changes, never while a slider is being dragged.
+immediate; one drag is one undo entry. A slider takes the mouse wheel only
+once clicked (focused), so scrolling the list never edits the photo. Rows are
+rebuilt only when the list of steps changes, never while a slider is being
+dragged.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.edit.session import Step
+from engine.edit.session import Step, StepKind
 
-from .controller import intent_name
+from .controller import intent_name, plural
 from .icons import icon
-from .spire_mode import SpireStep
+from .widgets import no_wheel_unless_focused
 
 _drags = itertools.count(1)
 
@@ -38,7 +40,8 @@ class StepRow(QFrame):
     strengthChanged = Signal(int, float, int)  # index, strength, drag id (0: not part of a drag)
     removeRequested = Signal(int)
 
-    def __init__(self, index: int, step: Step, parent: QWidget | None = None) -> None:
+    def __init__(self, index: int, step: Step, size: tuple[int, int] | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.index = index
         self._drag: int | None = None
@@ -51,9 +54,11 @@ class StepRow(QFrame):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 100)
         self.slider.setPageStep(10)
-        self.slider.setToolTip("Strength of this step: re-blends instantly, without running the model again")
+        self.slider.setToolTip("Strength of this step: re-blends instantly, without running the model again "
+                               "(click it first to use the mouse wheel or arrow keys)")
+        no_wheel_unless_focused(self.slider)
         self.value = QLabel()
-        self.value.setMinimumWidth(40)
+        self.value.setMinimumWidth(38)
         self.value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.remove = QToolButton()
         self.remove.setIcon(icon("remove"))
@@ -62,33 +67,43 @@ class StepRow(QFrame):
         self.remove.setToolTip("Remove this step (undoable)")
         self.remove.clicked.connect(lambda: self.removeRequested.emit(self.index))
 
+        # two lines: title and remove; what it was understood as, the slider and its value
         grid = QGridLayout(self)
-        grid.setContentsMargins(10, 8, 6, 8)
+        grid.setContentsMargins(10, 5, 6, 6)
         grid.setHorizontalSpacing(8)
-        grid.setVerticalSpacing(2)
-        grid.addWidget(self.title, 0, 0, 1, 2)
-        grid.addWidget(self.remove, 0, 2, Qt.AlignmentFlag.AlignTop)
-        grid.addWidget(self.detail, 1, 0, 1, 3)
-        grid.addWidget(self.slider, 2, 0)
-        grid.addWidget(self.value, 2, 1, 1, 2)
+        grid.setVerticalSpacing(1)
+        grid.addWidget(self.title, 0, 0, 1, 3)
+        grid.addWidget(self.remove, 0, 3, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(self.detail, 1, 0)
+        grid.addWidget(self.slider, 1, 1)
+        grid.addWidget(self.value, 1, 2, 1, 2)
+        grid.setColumnStretch(0, 3)
+        grid.setColumnStretch(1, 2)
+        self.slider.setMinimumWidth(90)
 
         self.slider.sliderPressed.connect(self._press)
         self.slider.sliderReleased.connect(self._release)
         self.slider.valueChanged.connect(self._changed)
-        self.update_step(index, step)
+        self.update_step(index, step, size)
 
-    def update_step(self, index: int, step: Step) -> None:
-        """Show ``step`` without emitting anything (the document is already in this state)."""
+    def update_step(self, index: int, step: Step, size: tuple[int, int] | None = None) -> None:
+        """Show ``step`` without emitting anything (the document is already in this state).
+
+        ``size``: (width, height) after the step, shown for a step that changes the photo's size.
+        """
         self.index = index
         self.step = step
         self.title.setText(f"{index + 1}   {step.instruction}")
-        if isinstance(step, SpireStep):
-            detail = f"SPIRE · {step.prompt} · {step.sampling_steps} steps"
-            if step.semantic:
-                detail += f" · “{step.semantic}”"
+        if step.kind is StepKind.SPIRE:
+            params = step.params
+            detail = f"SPIRE · {params.get('prompt', '')} · {plural(int(params.get('sampling_steps', 0)), 'step')}"
+            if params.get("semantic"):
+                detail += f" · “{params['semantic']}”"
+        elif step.kind is StepKind.UPSAMPLE:
+            detail = step.summary() + (f" → {size[0]} × {size[1]}" if size else "")
         else:
             detail = f"{intent_name(step.intent)} · {step.confidence:.0%} sure"
-        if step.seconds:
+        if step.seconds >= 0.05:  # the same time as the step's line in the Assistant's reply
             detail += f" · {step.seconds:.1f} s"
         if step.stale:
             detail += " · preview"
@@ -146,7 +161,8 @@ class HistoryPanel(QWidget):
         self.list_layout.addStretch(1)
         self.scroll.setWidget(body)
 
-        self.stale_note = QLabel("Later steps are previews after a strength change.")
+        self.stale_note = QLabel("Steps marked “preview” reuse their earlier correction because a step before "
+                                 "them changed.")
         self.stale_note.setObjectName("muted")
         self.stale_note.setWordWrap(True)
         self.recompute = QPushButton(icon("refresh"), "Recompute")
@@ -164,20 +180,24 @@ class HistoryPanel(QWidget):
         layout.addWidget(self.scroll, 1)
         layout.addWidget(self.stale_bar)
 
-    def set_steps(self, steps: list[Step]) -> None:
-        """Sync rows with the document: update in place when only strengths/flags changed."""
+    def set_steps(self, steps: list[Step], sizes: list[tuple[int, int]] | None = None) -> None:
+        """Sync rows with the document: update in place when only strengths/flags changed.
+
+        ``sizes``: (width, height) after each step (shown where a step changes the size).
+        """
+        sizes = sizes or [None] * len(steps)
         same = len(steps) == len(self.rows) and all(
             r.step.instruction == s.instruction and r.step.delta is s.delta for r, s in zip(self.rows, steps))
         if same:
             for i, (row, step) in enumerate(zip(self.rows, steps)):
-                row.update_step(i, step)
+                row.update_step(i, step, sizes[i])
         else:
             for row in self.rows:
                 self.list_layout.removeWidget(row)
                 row.deleteLater()
             self.rows = []
             for i, step in enumerate(steps):
-                row = StepRow(i, step)
+                row = StepRow(i, step, sizes[i])
                 row.strengthChanged.connect(self.strengthChanged)
                 row.removeRequested.connect(self.removeRequested)
                 self.list_layout.insertWidget(self.list_layout.count() - 1, row)

@@ -17,10 +17,18 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 def to_qimage(rgb: np.ndarray) -> QImage:
-    """HxWx3 float32 in [0, 1] -> an RGB888 QImage that owns its pixels."""
-    arr = to_uint8(rgb)
-    h, w = arr.shape[:2]
-    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    """HxWx3 float32 in [0, 1] -> a QImage that owns its pixels, in the format screens paint from.
+
+    Format_RGB32 (bytes B, G, R, 255) is what a QPixmap holds on every raster platform, so
+    ``QPixmap.fromImage`` on the UI thread is a copy, not a per-pixel conversion of a 24 MP photo.
+    """
+    h, w = rgb.shape[:2]
+    bgrx = np.empty((h, w, 4), dtype=np.uint8)
+    scaled = np.clip(rgb, 0.0, 1.0) * 255.0
+    scaled += 0.5
+    bgrx[..., 2::-1] = scaled  # R, G, B into bytes 2, 1, 0 (the float -> uint8 cast truncates, as rounding)
+    bgrx[..., 3] = 255
+    return QImage(bgrx.data, w, h, 4 * w, QImage.Format.Format_RGB32).copy()
 
 
 def thumbnail(rgb: np.ndarray, side: int = 160) -> QImage:

@@ -10,22 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractSpinBox,
-    QApplication,
     QDockWidget,
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QMainWindow,
     QMessageBox,
-    QPlainTextEdit,
     QSizePolicy,
     QSlider,
-    QTextEdit,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -35,18 +30,17 @@ from engine.io.images import IMAGE_SUFFIXES
 
 from .batch_dialog import BatchDialog
 from .chat_panel import ChatPanel
-from .controller import Reply, StudioController
+from .controller import Reply, ReplyKind, StudioController
+from .conversation import Conversation, NoticeKind
 from .document import SESSION_SUFFIX, Document
 from .history_panel import HistoryPanel
 from .icons import icon
 from .image_view import ImageView
-from .model_provider import FAILED, ModelProvider
+from .model_provider import ModelProvider, ProviderState
 from .recovery import RecoveryStore
 from .settings import APP_NAME, Settings
 from .settings_dialog import SettingsDialog
-from .spire_mode import CHECKING, SpireProvider
-from .spire_mode import FAILED as SPIRE_FAILED
-from .spire_mode import LOADING as SPIRE_LOADING
+from .spire_mode import SpireProvider, SpireState
 from .theme import ERROR, MUTED
 
 OPEN_FILTER = "Photos (*.jpg *.jpeg *.png *.tif *.tiff *.webp *.bmp *.gif);;Sessions (*.irsession);;All files (*)"
@@ -79,11 +73,21 @@ class Prompts:
         path, _ = QFileDialog.getOpenFileName(self.parent, "Open session", start, "Sessions (*.irsession)")
         return path or None
 
-    def confirm_discard(self, name: str) -> bool:
-        answer = QMessageBox.question(
-            self.parent, "Unsaved changes", f"“{name}” has edits that were not exported or saved.\n\nDiscard them?",
-            QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
-        return answer == QMessageBox.StandardButton.Discard
+    def unsaved_changes(self, name: str) -> str:
+        """"save" (the session), "export" (the photo), "discard" or "cancel", as photo editors ask."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Unsaved changes",
+                          f"Save the edits of “{name}” before going on?", parent=self.parent)
+        box.setInformativeText("Save keeps every step and strength in a session file; Export writes the "
+                               "restored photo. Discarded edits are lost.")
+        save = box.addButton("Save", QMessageBox.ButtonRole.AcceptRole)
+        export = box.addButton("Export…", QMessageBox.ButtonRole.ActionRole)
+        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(save)
+        box.setEscapeButton(cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return {save: "save", export: "export", discard: "discard"}.get(clicked, "cancel")
 
     def offer_recovery(self, description: str) -> bool:
         answer = QMessageBox.question(
@@ -94,25 +98,6 @@ class Prompts:
 
     def show_text(self, title: str, text: str) -> None:
         QMessageBox.information(self.parent, title, text)
-
-
-class _CompareKeyFilter(QObject):
-    """Hold ``\\`` anywhere (except while typing) to see the original."""
-
-    def __init__(self, view: ImageView) -> None:
-        super().__init__(view)
-        self.view = view
-
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
-        kind = event.type()
-        if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and event.key() == COMPARE_KEY:
-            focus = QApplication.focusWidget()
-            if isinstance(focus, (QLineEdit, QTextEdit, QPlainTextEdit, QAbstractSpinBox)):
-                return False
-            if not event.isAutoRepeat():
-                self.view.set_show_before(kind == QEvent.Type.KeyPress)
-            return True
-        return False
 
 
 class MainWindow(QMainWindow):
@@ -128,7 +113,9 @@ class MainWindow(QMainWindow):
                                                                    parent=self)
         self.prompts = prompts or Prompts(self)
         self.document = Document(self)
-        self.controller = StudioController(self.document, provider, parent=self, spire=self.spire)
+        self.conversation = Conversation(self)
+        self.controller = StudioController(self.document, provider, parent=self, spire=self.spire,
+                                           conversation=self.conversation)
         self.batch_dialog: BatchDialog | None = None
         self._closing = False
         self._last_model_error = ""
@@ -152,10 +139,9 @@ class MainWindow(QMainWindow):
         self._render_timer.setInterval(0)
         self._render_timer.timeout.connect(self.render)
 
-        self.key_filter = _CompareKeyFilter(self.view)
-        QApplication.instance().installEventFilter(self.key_filter)
 
-        self.recovery = RecoveryStore(settings.recovery_dir, self.document, self)
+        self.recovery = RecoveryStore(settings.recovery_dir, self.document, self,
+                                      busy=lambda: self.controller.busy)
         self.recovery.enabled = autosave
         if autosave:
             self.recovery.start()
@@ -168,7 +154,7 @@ class MainWindow(QMainWindow):
         self.render()
         self._model_state()
         self._spire_state()
-        if self.spire.state == CHECKING:
+        if self.spire.state is SpireState.CHECKING:
             self.spire.check()
 
     # --- construction ---------------------------------------------------------
@@ -219,7 +205,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(holder)
 
     def _build_docks(self) -> None:
-        self.chat = ChatPanel()
+        self.chat = ChatPanel(conversation=self.conversation)
         self.history = HistoryPanel()
         self.chat_dock = QDockWidget("Assistant", self)
         self.chat_dock.setObjectName("assistantDock")
@@ -233,9 +219,9 @@ class MainWindow(QMainWindow):
                              | QDockWidget.DockWidgetFeature.DockWidgetClosable)
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.splitDockWidget(self.chat_dock, self.history_dock, Qt.Orientation.Vertical)
-        self.resizeDocks([self.chat_dock], [400], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.chat_dock, self.history_dock], [520, 320], Qt.Orientation.Vertical)
-        self.chat.add_notice("Open a photo, then tell me what is wrong with it in your own words: noise, blur, "
+        self.resizeDocks([self.chat_dock], [430], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.chat_dock, self.history_dock], [560, 260], Qt.Orientation.Vertical)
+        self.conversation.add_notice("Open a photo, then tell me what is wrong with it in your own words: noise, blur, "
                              "haze, rain, too dark, JPEG artefacts… Compound requests work too, e.g. “remove the "
                              "noise and then brighten it a bit”.")
 
@@ -382,15 +368,13 @@ class MainWindow(QMainWindow):
         chat.modeChanged.connect(self._mode_changed)
         chat.cancelRequested.connect(lambda: ctl.cancel())
         chat.stateRequested.connect(self.jump_to)
-        ctl.requested.connect(chat.add_user)
-        ctl.requestQueued.connect(chat.mark_queued)
-        ctl.requestStarted.connect(chat.mark_started)
         ctl.replied.connect(self._on_reply)
-        ctl.notice.connect(self._on_notice)
+        ctl.notice.connect(lambda text, _kind: self.statusBar().showMessage(text, 8000))
         ctl.opened.connect(self._on_document_opened)
         ctl.busyChanged.connect(self._on_busy)
         ctl.progress.connect(chat.set_progress)
-        ctl.activity.connect(chat.set_activity)
+        ctl.activity.connect(self._on_activity)
+        doc.rendered.connect(self.schedule_render)
 
         hist.strengthChanged.connect(doc.set_strength)
         hist.removeRequested.connect(doc.remove_step)
@@ -409,21 +393,30 @@ class MainWindow(QMainWindow):
     def render(self) -> None:
         doc = self.document
         self.view.set_images(doc.before_image(), doc.after_image())
-        self.history.set_steps(doc.steps)
+        sizes = None
+        if doc.session is not None:
+            sizes = [tuple(reversed(doc.session.size_after(i))) for i in range(len(doc.steps))]
+        self.history.set_steps(doc.steps, sizes)
         self._update_current()
         self._update_title()
         self._update_actions()
 
     def _on_opened(self) -> None:
         self.view.set_images(self.document.before_image(), self.document.after_image(), reset_view=True)
-        if self.document.picture is not None:
-            w, h = self.document.picture.size
-            p = self.document.picture
-            self.image_label.setText(f"{w} × {h}  ·  {p.bit_depth}-bit {p.format or ''}".strip())
-        else:
-            self.image_label.setText("")
+        self._update_image_label()
         self._update_actions()
         self._update_title()
+
+    def _update_image_label(self) -> None:
+        p = self.document.picture
+        if p is None:
+            self.image_label.setText("")
+            return
+        w, h = p.size
+        text = f"{w} × {h}"
+        if (size := self.document.size()) is not None and size != (w, h):
+            text += f" → {size[0]} × {size[1]}"  # an up-sampling step enlarged it
+        self.image_label.setText(f"{text}  ·  {p.bit_depth}-bit {p.format or ''}".strip())
 
     def _update_current(self) -> None:
         stack = self.document.stack
@@ -433,7 +426,7 @@ class MainWindow(QMainWindow):
             if hasattr(command, "instruction"):
                 token = command.token
                 break
-        self.chat.set_current_token(token)
+        self.conversation.set_current(token)
 
     def _update_title(self) -> None:
         doc = self.document
@@ -448,6 +441,7 @@ class MainWindow(QMainWindow):
                        self.zoom_out_action):
             action.setEnabled(has)
         self.hold_button.setEnabled(has)
+        self.chat.set_photo_open(has)
         self.recompute_action.setEnabled(has and self.document.session.stale)
         self.cancel_action.setEnabled(self.controller.busy)
         for w in self._split_widgets:
@@ -457,20 +451,18 @@ class MainWindow(QMainWindow):
     # --- controller events ------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
-        self.chat.add_reply(reply)
-        if reply.kind == "applied":
+        if reply.kind is ReplyKind.APPLIED:
             self.statusBar().showMessage(f"Applied “{reply.instruction}” in {reply.seconds:.1f} s", 5000)
         self._update_current()
 
-    def _on_notice(self, text: str, kind: str) -> None:
-        self.chat.add_notice(text, kind)
-        self.statusBar().showMessage(text, 8000)
+    def _on_activity(self, text: str) -> None:
+        """What runs now, with percent and time left: in the Assistant and in the status bar."""
+        self.chat.set_activity(text)
+        if self.controller.busy:
+            self.statusBar().showMessage(text)
 
     def _on_document_opened(self, text: str) -> None:
-        for bubble in self.chat.bubbles():  # states of the previous photo cannot be jumped to any more
-            bubble.set_token(None)
-            bubble.setToolTip("")
-        self.chat.add_opened(text)
+        self._update_image_label()
         doc = self.document
         if doc.path is not None and doc.path.exists() and doc.path.parent != self.settings.recovery_dir:
             self.settings.add_recent(doc.path)
@@ -481,23 +473,26 @@ class MainWindow(QMainWindow):
     def _on_busy(self, busy: bool) -> None:
         self.chat.set_busy(busy)
         self.cancel_action.setEnabled(busy)
+        if not busy:
+            self.statusBar().clearMessage()
 
     def _model_state(self) -> None:
         provider = self.provider
         self.model_label.setText(provider.describe())
-        colour = ERROR if provider.state == FAILED else MUTED
-        self.model_label.setStyleSheet(f"color: {colour};")
+        failed = provider.state is ProviderState.FAILED
+        self.model_label.setStyleSheet(f"color: {ERROR if failed else MUTED};")
         self.model_label.setToolTip(provider.error)
-        if provider.state == FAILED and provider.error != self._last_model_error:
+        if failed and provider.error != self._last_model_error:
             self._last_model_error = provider.error
-            self.chat.add_notice(provider.error, "error", action=("Open Settings…", self.show_settings))
-        elif provider.state != FAILED:
+            self.conversation.add_notice(provider.error, NoticeKind.ERROR, action=("Open Settings…",
+                                                                                    self.show_settings))
+        elif not failed:
             self._last_model_error = ""
 
     def _spire_state(self) -> None:
         spire = self.spire
-        self.chat.set_spire_state(spire.ok, spire.reason, spire.error if spire.state == SPIRE_FAILED else "",
-                                  loading=spire.state == SPIRE_LOADING)
+        self.chat.set_spire_state(spire.ok, spire.reason, spire.error if spire.state is SpireState.FAILED else "",
+                                  loading=spire.state is SpireState.LOADING)
 
     def _mode_changed(self, mode: str) -> None:
         if self.chat.is_spire:
@@ -522,15 +517,25 @@ class MainWindow(QMainWindow):
         self.split_slider.setValue(round(fraction * 1000))
         self.split_slider.blockSignals(False)
 
-    def _may_discard(self) -> bool:
+    def _resolve_unsaved(self, then) -> bool:
+        """True to go on now; otherwise the user cancelled, or chose Save/Export and ``then`` runs once written."""
         doc = self.document
         if not doc.is_open or doc.stack.isClean() or not doc.steps:
             return True
-        return self.prompts.confirm_discard(doc.name)
+        answer = self.prompts.unsaved_changes(doc.name)
+        if answer == "discard":
+            return True
+        if answer == "save":
+            if path := doc.session_path or self._ask_session_path():
+                self.controller.save_session(path, then=then)
+        elif answer == "export":
+            if path := self._ask_export_path():
+                self.controller.export(path, then=then)
+        return False
 
     def open_path(self, path: str | Path) -> bool:
-        """Open a photo or session (the command line, drops, the menus all come here)."""
-        if not self._may_discard():
+        """Open a photo or session (the command line, drops, the menus all come here); False if not now."""
+        if not self._resolve_unsaved(lambda: self.open_path(path)):
             return False
         self.controller.open_path(Path(path))
         return True
@@ -551,25 +556,26 @@ class MainWindow(QMainWindow):
             self.export_as()
 
     def export_as(self) -> None:
+        if self.document.is_open and (path := self._ask_export_path()):
+            self.controller.export(path)
+
+    def _ask_export_path(self) -> str | None:
         from engine.io.images import output_path_for
 
         doc = self.document
-        if not doc.is_open:
-            return
         source = doc.picture.source or doc.path or Path(self.settings.last_dir) / "photo.png"
         if source.suffix.lower() == SESSION_SUFFIX:
             source = source.with_suffix(".png")
-        suggested = output_path_for(source)
-        if path := self.prompts.export_path(str(suggested)):
-            self.controller.export(path)
+        return self.prompts.export_path(str(output_path_for(source)))
 
     def save_session(self) -> None:
-        doc = self.document
-        if not doc.is_open:
-            return
-        base = doc.path or Path(self.settings.last_dir) / "photo"
-        if path := self.prompts.session_save_path(str(base.with_suffix(SESSION_SUFFIX))):
+        if self.document.is_open and (path := self._ask_session_path()):
             self.controller.save_session(path)
+
+    def _ask_session_path(self) -> str | None:
+        doc = self.document
+        base = doc.session_path or doc.path or Path(self.settings.last_dir) / "photo"
+        return self.prompts.session_save_path(str(base.with_suffix(SESSION_SUFFIX)))
 
     def show_batch(self) -> BatchDialog:
         if self.batch_dialog is None:
@@ -585,7 +591,7 @@ class MainWindow(QMainWindow):
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec():
             self.provider.load()
-            if self.spire.state != CHECKING:
+            if self.spire.state is not SpireState.CHECKING:
                 self.spire.check()  # the device may have changed, or an adapter been installed meanwhile
             return True
         return False
@@ -676,12 +682,32 @@ class MainWindow(QMainWindow):
         self.controller.queue.wait_idle(10_000)
         self.controller.queue.pool.waitForDone(10_000)
         self.recovery.stop()
-        QApplication.instance().removeEventFilter(self.key_filter)
         self.document.stack.blockSignals(True)  # its destructor must not call back into a closing window
         self.document.blockSignals(True)
 
+    # --- hold \\ to see the original ------------------------------------------------------------------------
+    # Key events the focused widget does not use (a text box uses "\\") come up to the window. (An
+    # application-wide event filter would do the same, but then every event of the app would have to take
+    # Python's lock, and wait for the restoring thread to hand it over.)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.key() == COMPARE_KEY:
+            if not event.isAutoRepeat():
+                self.view.set_show_before(True)
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.key() == COMPARE_KEY:
+            if not event.isAutoRepeat():
+                self.view.set_show_before(False)
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        if not self._closing and not self._may_discard():
+        if not self._closing and not self._resolve_unsaved(self.close):
             event.ignore()
             return
         self.settings.save_window_state(self.saveGeometry(), self.saveState())

@@ -7,6 +7,7 @@ the app still starts, with a clear message, when the bundled model is missing.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
@@ -14,7 +15,13 @@ from PySide6.QtCore import QObject, QThreadPool, Signal
 from .settings import MODEL_BUNDLED, MODEL_FOLDER, MODEL_OFFICIAL, Settings
 from .workers import run_in_pool
 
-IDLE, LOADING, READY, FAILED = "idle", "loading", "ready", "failed"
+
+class ProviderState(str, enum.Enum):
+    IDLE = "idle"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
 
 Loader = Callable[[str, str, bool, int | None], object]
 
@@ -53,7 +60,7 @@ class ModelProvider(QObject):
         self.device_override = device
         self.loader = loader or load_restorer
         self.pool = pool
-        self.state = IDLE
+        self.state = ProviderState.IDLE
         self.restorer = None
         self.error = ""
         self._generation = 0
@@ -69,22 +76,22 @@ class ModelProvider(QObject):
 
     @property
     def ready(self) -> bool:
-        return self.state == READY
+        return self.state is ProviderState.READY
 
     def set_restorer(self, restorer) -> None:
         self._generation += 1
-        self.restorer, self.error, self.state = restorer, "", READY
+        self.restorer, self.error, self.state = restorer, "", ProviderState.READY
         self.stateChanged.emit()
 
     def describe(self) -> str:
         """Status-bar text: model and device."""
-        if self.state == READY:
+        if self.state is ProviderState.READY:
             choice = getattr(self.restorer, "choice", None)
             device = getattr(choice, "label", None) or "CPU"
             return f"Model: {getattr(self.restorer, 'name', 'model')}  ·  {device}"
-        if self.state == LOADING:
+        if self.state is ProviderState.LOADING:
             return "Loading model…"
-        if self.state == FAILED:
+        if self.state is ProviderState.FAILED:
             return "Model missing" if "not installed" in self.error or "not downloaded" in self.error \
                 else "Model failed to load"
         return "No model"
@@ -103,12 +110,12 @@ class ModelProvider(QObject):
                 self.model_override else ""
         device = self.device_override or self.settings.device
         fast, tile = self.settings.fast, self.settings.tile or None
-        self.state, self.error = LOADING, ""
+        self.state, self.error = ProviderState.LOADING, ""
         self.stateChanged.emit()
 
         def done(restorer) -> None:
             if generation == self._generation:
-                self.restorer, self.state = restorer, READY
+                self.restorer, self.state = restorer, ProviderState.READY
                 self.stateChanged.emit()
 
         def failed(message: str) -> None:
@@ -119,7 +126,7 @@ class ModelProvider(QObject):
                         or "is not a model folder" in message or "missing" in message:
                     message = missing_model_message(spec if source != MODEL_BUNDLED else DEFAULT_MODEL, source,
                                                     message)
-                self.restorer, self.state, self.error = None, FAILED, message
+                self.restorer, self.state, self.error = None, ProviderState.FAILED, message
                 self.stateChanged.emit()
 
         run_in_pool(lambda progress, cancel: self.loader(spec, device, fast, tile), on_finished=done,

@@ -4,7 +4,8 @@ Every window owns ``<id>.irsession`` plus a QLockFile ``<id>.lock`` in the
 recovery folder. A clean exit deletes both. At start, an autosave whose lock
 can be taken (its owner is gone) is an orphan from a crash, offered for
 restoring. Autosaves are written on a pool thread, debounced, from a snapshot
-taken on the UI thread.
+taken on the UI thread, never while a restoration runs (writing a large
+session takes CPU the restoration needs) and at a lower thread priority.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from PySide6.QtCore import QLockFile, QObject, QTimer
 
 from .document import SESSION_SUFFIX, Document, save_session_file
-from .workers import run_in_pool
+from .workers import lower_priority, run_in_pool
 
 AUTOSAVE_DELAY_MS = 2500
 
@@ -34,15 +35,18 @@ class Orphan:
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.saved))
-        return f"{Path(self.source).name or 'an unsaved photo'} with {self.steps} step(s), autosaved {when}"
+        steps = f"{self.steps} step{'' if self.steps == 1 else 's'}"
+        return f"{Path(self.source).name or 'an unsaved photo'} with {steps}, autosaved {when}"
 
 
 class RecoveryStore(QObject):
     """Autosaves one document and finds orphans of crashed runs."""
 
     def __init__(self, folder: Path, document: Document, parent: QObject | None = None,
-                 delay_ms: int = AUTOSAVE_DELAY_MS) -> None:
+                 delay_ms: int = AUTOSAVE_DELAY_MS, busy=None) -> None:
+        """``busy()``: whether a restoration runs now (the autosave then waits for it to end)."""
         super().__init__(parent)
+        self.busy = busy or (lambda: False)
         self.folder = Path(folder)
         self.document = document
         self.id = uuid.uuid4().hex[:12]
@@ -75,12 +79,16 @@ class RecoveryStore(QObject):
         if self._saving:
             self._again = True
             return
+        if self.busy():
+            self.timer.start()  # after the running restoration
+            return
         self._saving = True
         session, picture = self.document.session.clone(), self.document.picture
         meta = {"source": str(self.document.path or ""), "steps": len(session.steps), "saved": time.time()}
         path, info = self.path, self.path.with_suffix(".json")
 
         def work(progress, cancel):
+            lower_priority()
             self.folder.mkdir(parents=True, exist_ok=True)
             save_session_file(path, session, picture)
             info.write_text(json.dumps(meta), encoding="utf-8")

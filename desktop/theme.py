@@ -35,8 +35,9 @@ QPushButton:pressed {{ background: #2f2f2f; }}
 QPushButton:disabled {{ color: #6a6a6a; background: #2e2e2e; border-color: #363636; }}
 QPushButton#primary {{ background: #2f6fb8; border-color: #3b7fcc; color: white; }}
 QPushButton#primary:hover {{ background: #3a7cc8; }}
-QPushButton#chip {{ background: #303030; border: 1px solid #444; border-radius: 11px; padding: 3px 10px;
+QPushButton#chip {{ background: #303030; border: 1px solid #444; border-radius: 10px; padding: 2px 8px;
     color: #cfcfcf; }}
+QPushButton#chip:disabled {{ color: #6a6a6a; border-color: #383838; }}
 QPushButton#chip:hover {{ background: #3a3a3a; border-color: {ACCENT}; }}
 QProgressBar {{ background: #1d1d1d; border: 1px solid #3d3d3d; border-radius: 4px; text-align: center;
     height: 14px; color: #e0e0e0; }}
@@ -54,6 +55,17 @@ QFrame#bubbleNotice {{ background: transparent; }}
 QFrame#bubbleCurrent {{ background: #333333; border: 1px solid {ACCENT}; border-radius: 10px; }}
 QFrame#stepRow {{ background: #303030; border-radius: 7px; }}
 QFrame#stepRowStale {{ background: #303030; border: 1px dashed {WARNING}; border-radius: 7px; }}
+QRadioButton, QCheckBox {{ spacing: 8px; }}
+QRadioButton::indicator, QCheckBox::indicator {{ width: 12px; height: 12px; border: 2px solid #8c8c8c;
+    background: #1d1d1d; }}
+QRadioButton::indicator {{ border-radius: 8px; }}
+QCheckBox::indicator {{ border-radius: 3px; }}
+QRadioButton::indicator:hover, QCheckBox::indicator:hover {{ border-color: #c8c8c8; }}
+QRadioButton::indicator:checked {{ border-color: {ACCENT}; background: qradialgradient(cx: 0.5, cy: 0.5,
+    radius: 0.5, fx: 0.5, fy: 0.5, stop: 0 {ACCENT}, stop: 0.55 {ACCENT}, stop: 0.65 #1d1d1d, stop: 1 #1d1d1d); }}
+QCheckBox::indicator:checked {{ border-color: {ACCENT}; background: {ACCENT}; }}
+QRadioButton::indicator:disabled, QCheckBox::indicator:disabled {{ border-color: #4a4a4a; }}
+QRadioButton:checked {{ color: #ffffff; }}
 QLabel#muted {{ color: {MUTED}; }}
 QLabel#title {{ font-weight: 600; }}
 QTreeWidget {{ background: #1f1f1f; border: 1px solid #3a3a3a; border-radius: 5px;

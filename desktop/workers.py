@@ -2,10 +2,10 @@
 
 A :class:`Job` wraps one function ``work(progress, cancel) -> result`` and
 reports back through signals (progress, finished, failed, cancelled) that Qt
-delivers on the UI thread. :class:`JobQueue` runs tasks one at a time in the
-order they were asked for, so an instruction typed while another is running
-waits its turn instead of being lost; a task whose factory raises
-:class:`NotReady` (the model is still loading) keeps its place until
+delivers on the UI thread. :class:`JobQueue` runs :class:`Request` s one at a
+time in the order they were asked for, so an instruction typed while another
+is running waits its turn instead of being lost; a request whose ``prepare``
+raises :class:`NotReady` (the model is still loading) keeps its place until
 :meth:`JobQueue.poke`.
 """
 
@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from PySide6.QtCore import QEventLoop, QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
+from engine.errors import StudioError
 from engine.jobs import Cancelled, CancelToken
 
 log = logging.getLogger(__name__)
@@ -32,28 +34,22 @@ OUT_OF_MEMORY = ("Out of memory. Try a smaller tile size in Settings (e.g. 512),
 
 
 class NotReady(Exception):
-    """The task cannot start yet (e.g. the model is loading); it keeps its place in the queue."""
+    """The request cannot start yet (e.g. the model is loading); it keeps its place in the queue."""
 
 
-class UserFacingError(RuntimeError):
-    """An error whose message is already written for the photographer (shown as is)."""
+class UserFacingError(StudioError):
+    """An error of the app itself whose message is written for the photographer (shown as is)."""
+
+    code = "app"
 
 
 def describe_error(exc: BaseException) -> str:
     """A message a photographer can act on, for any exception a job may raise."""
-    from engine.edit.planning import EmptyInstructionError
-    from engine.edit.session import SessionError
-    from engine.io.images import ImageError
-    from engine.model.devices import DeviceError
-    from engine.model.hub import ModelDownloadError
-    from engine.model.registry import ModelNotFoundError
-
     text = str(exc)
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
             s in text.lower() for s in ("out of memory", "can't allocate memory", "cannot allocate memory")):
         return OUT_OF_MEMORY
-    if isinstance(exc, (ImageError, SessionError, ModelNotFoundError, ModelDownloadError, DeviceError,
-                        EmptyInstructionError, UserFacingError)):
+    if isinstance(exc, StudioError):
         return text
     if isinstance(exc, FileNotFoundError):
         return f"File not found: {exc.filename or text}"
@@ -63,6 +59,15 @@ def describe_error(exc: BaseException) -> str:
         return f"Could not read or write {exc.filename or 'a file'}: {exc.strerror or text}"
     log.error("unexpected error in a job", exc_info=exc)
     return f"Something went wrong ({type(exc).__name__}: {text}). Nothing was changed."
+
+
+def lower_priority() -> None:
+    """Let the calling pool thread yield the CPU to the restoring one (autosave, thumbnails; Linux only)."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)  # a thread id: this thread only
+        except (OSError, AttributeError):
+            pass
 
 
 class JobSignals(QObject):
@@ -110,17 +115,35 @@ class Job(QRunnable):
             self.done.set()
 
 
-@dataclass(eq=False)
-class Task:
-    """A request waiting in (or running from) the queue."""
+class Request:
+    """One thing the user asked for, queued: ``prepare`` on the UI thread, ``work`` on a pool thread.
 
-    label: str
-    factory: Callable[[], Work]
-    on_finished: Callable[[object], None] | None = None
-    on_failed: Callable[[str], None] | None = None
-    on_cancelled: Callable[[], None] | None = None
-    token: CancelToken = field(default_factory=CancelToken)
-    job: Job | None = None
+    ``prepare`` runs when the request's turn comes: it snapshots what the work
+    needs (raising :class:`NotReady` to keep its place) and returns the work.
+    Exactly one of ``finished``, ``failed`` and ``cancelled`` is then called on
+    the UI thread.
+    """
+
+    label = "Working…"
+
+    def __init__(self) -> None:
+        self.token = CancelToken()
+        self.job: Job | None = None
+
+    def prepare(self) -> Work:
+        raise NotImplementedError
+
+    def started(self) -> None:
+        """Its work was handed to a pool thread."""
+
+    def finished(self, result: object) -> None:
+        """The work returned ``result``."""
+
+    def failed(self, message: str) -> None:
+        """The work (or ``prepare``) raised; ``message`` is for the user."""
+
+    def cancelled(self) -> None:
+        """Cancelled while running or waiting."""
 
 
 class JobQueue(QObject):
@@ -128,7 +151,7 @@ class JobQueue(QObject):
 
     busyChanged = Signal(bool)
     progress = Signal(int, int)
-    started = Signal(object)  # Task
+    started = Signal(object)  # Request
     waiting = Signal(str)  # why the next task cannot start yet
     pendingChanged = Signal(int)
 
@@ -138,8 +161,8 @@ class JobQueue(QObject):
             pool = QThreadPool(self)
             pool.setMaxThreadCount(1)
         self.pool = pool
-        self._pending: deque[Task] = deque()
-        self._current: Task | None = None
+        self._pending: deque[Request] = deque()
+        self._current: Request | None = None
         self._busy = False
 
     # --- state ----------------------------------------------------------------
@@ -149,11 +172,11 @@ class JobQueue(QObject):
         return self._current is not None or bool(self._pending)
 
     @property
-    def current(self) -> Task | None:
+    def current(self) -> Request | None:
         return self._current
 
     @property
-    def pending(self) -> list[Task]:
+    def pending(self) -> list[Request]:
         return list(self._pending)
 
     def _update_busy(self) -> None:
@@ -163,27 +186,29 @@ class JobQueue(QObject):
 
     # --- requests -------------------------------------------------------------
 
-    def submit(self, label: str, factory: Callable[[], Work], *, on_finished=None, on_failed=None,
-               on_cancelled=None) -> Task:
-        """Queue a task; ``factory`` runs on the UI thread when the task's turn comes and returns the work."""
-        task = Task(label, factory, on_finished, on_failed, on_cancelled)
-        self._pending.append(task)
+    @property
+    def ahead(self) -> int:
+        """How many requests a request submitted now would wait for."""
+        return len(self._pending) + (1 if self._current else 0)
+
+    def submit(self, request: Request) -> Request:
+        """Queue ``request``; its ``prepare`` runs on the UI thread when its turn comes."""
+        self._pending.append(request)
         self.pendingChanged.emit(len(self._pending))
         self._update_busy()
         self._start_next()
-        return task
+        return request
 
-    def cancel_all(self) -> list[Task]:
-        """Cancel the running task and drop the waiting ones; returns the dropped tasks."""
-        dropped = list(self._pending)
-        self._pending.clear()
-        if self._current is not None:
+    def cancel_all(self, keep: Callable[[Request], bool] | None = None) -> list[Request]:
+        """Cancel the running request and drop the waiting ones (but those ``keep`` says); returns the dropped."""
+        dropped = [r for r in self._pending if keep is None or not keep(r)]
+        self._pending = deque(r for r in self._pending if r not in dropped)
+        if self._current is not None and (keep is None or not keep(self._current)):
             self._current.token.cancel()
-        for task in dropped:
-            task.token.cancel()
-            if task.on_cancelled:
-                task.on_cancelled()
-        self.pendingChanged.emit(0)
+        for request in dropped:
+            request.token.cancel()
+            request.cancelled()
+        self.pendingChanged.emit(len(self._pending))
         self._update_busy()
         return dropped
 
@@ -211,38 +236,38 @@ class JobQueue(QObject):
 
     def _start_next(self) -> None:
         while self._current is None and self._pending:
-            task = self._pending[0]
+            request = self._pending[0]
             try:
-                work = task.factory()
+                work = request.prepare()
             except NotReady as why:
                 self.waiting.emit(str(why))
                 return
-            except Exception as exc:  # noqa: BLE001 - a task that cannot start fails readably
+            except Exception as exc:  # noqa: BLE001 - a request that cannot start fails readably
                 self._pending.popleft()
                 self.pendingChanged.emit(len(self._pending))
-                if task.on_failed:
-                    task.on_failed(describe_error(exc))
+                request.failed(describe_error(exc))
                 continue
             self._pending.popleft()
             self.pendingChanged.emit(len(self._pending))
-            job = Job(work, task.token)
-            task.job = job
+            job = Job(work, request.token)
+            request.job = job
             job.signals.progress.connect(self._on_progress)
             job.signals.finished.connect(self._on_finished)
             job.signals.failed.connect(self._on_failed)
             job.signals.cancelled.connect(self._on_cancelled)
-            self._current = task
-            self.started.emit(task)
+            self._current = request
+            self.started.emit(request)
+            request.started()
             self.progress.emit(0, 1000)
             self.pool.start(job)
         self._update_busy()
 
-    def _take(self, job_id: int) -> Task | None:
-        task = self._current
-        if task is None or task.job is None or task.job.id != job_id:
+    def _take(self, job_id: int) -> Request | None:
+        request = self._current
+        if request is None or request.job is None or request.job.id != job_id:
             return None
         self._current = None
-        return task
+        return request
 
     def _after(self) -> None:
         self._start_next()
@@ -255,28 +280,28 @@ class JobQueue(QObject):
 
     @Slot(int, object)
     def _on_finished(self, job_id: int, result: object) -> None:
-        if task := self._take(job_id):
+        if request := self._take(job_id):
             try:
-                if task.on_finished:
-                    task.on_finished(result)
+                if request.token.cancelled:  # cancelled after its last check: nothing of it is kept
+                    request.cancelled()
+                else:
+                    request.finished(result)
             finally:
                 self._after()
 
     @Slot(int, str)
     def _on_failed(self, job_id: int, message: str) -> None:
-        if task := self._take(job_id):
+        if request := self._take(job_id):
             try:
-                if task.on_failed:
-                    task.on_failed(message)
+                request.failed(message)
             finally:
                 self._after()
 
     @Slot(int)
     def _on_cancelled(self, job_id: int) -> None:
-        if task := self._take(job_id):
+        if request := self._take(job_id):
             try:
-                if task.on_cancelled:
-                    task.on_cancelled()
+                request.cancelled()
             finally:
                 self._after()
 

@@ -14,9 +14,10 @@ from PySide6.QtCore import Qt  # noqa: E402
 from test_desktop import WAIT, after_pixels, fake, open_photo, replies, studio  # noqa: E402, F401
 
 from desktop.chat_panel import INSTRUCTIR, SPIRE  # noqa: E402
-from desktop.document import StudioSession, load_session_file, save_session_file  # noqa: E402
-from desktop.spire_mode import READY, UNAVAILABLE, SpireProvider, SpireStep  # noqa: E402
+from desktop.document import load_session_file, save_session_file  # noqa: E402
+from desktop.spire_mode import SpireProvider, SpireState  # noqa: E402
 from desktop.theme import WARNING  # noqa: E402
+from engine.edit.session import EditSession, StepKind  # noqa: E402
 from engine.io.images import picture_from_array, save_image  # noqa: E402
 from engine.jobs import check  # noqa: E402
 
@@ -95,12 +96,12 @@ def test_spire_is_greyed_out_with_the_reason_when_no_adapter_is_installed(qtbot,
 
     monkeypatch.setattr(engine.spire, "available", lambda adapter=None: (False, NO_ADAPTER))
     window = make()  # the real provider: it asks engine.spire.available() in the background
-    qtbot.waitUntil(lambda: window.spire.state == UNAVAILABLE, timeout=WAIT)
+    qtbot.waitUntil(lambda: window.spire.state is SpireState.UNAVAILABLE, timeout=WAIT)
     chat = window.chat
     assert not spire_item(window).isEnabled()
-    assert NO_ADAPTER in chat.mode.itemData(chat.mode.findData(SPIRE), Qt.ItemDataRole.ToolTipRole)
-    assert chat.mode_note.isVisible()
-    assert "No SPIRE adapter is installed." in chat.mode_note.text() and chat.mode_note.toolTip() == NO_ADAPTER
+    tip = chat.mode.itemData(chat.mode.findData(SPIRE), Qt.ItemDataRole.ToolTipRole)
+    assert tip == "Not available on this computer: No SPIRE adapter is installed."  # one sentence, no commands
+    assert not chat.mode_note.isVisible()  # no notice for a mode this computer has not set up
     assert not chat.set_mode(SPIRE) and not chat.is_spire
     assert not chat.spire_row.isVisible() and not chat.understood.isVisible()
     with pytest.raises(Exception, match="not available"):  # and a request that gets through anyway is refused
@@ -168,11 +169,12 @@ def test_spire_instruction_is_a_step_that_undo_removes(qtbot, make, photo_file, 
     reply = send_spire(qtbot, window, "remove the noise", semantic="a colourful gradient", steps=2)
     assert reply.kind == "applied", reply.message
     step = window.document.steps[-1]
-    assert isinstance(step, SpireStep) and step.prompt == "Denoise with sigma 0.072"
-    assert (step.semantic, step.sampling_steps, step.instruction) == ("a colourful gradient", 2, "remove the noise")
+    assert step.kind is StepKind.SPIRE and step.params["prompt"] == "Denoise with sigma 0.072"
+    assert (step.params["semantic"], step.params["sampling_steps"], step.instruction) == (
+        "a colourful gradient", 2, "remove the noise")
     assert step.delta.shape == window.document.session.original.shape
     text = replies(window)[-1].text()
-    assert "SPIRE: Denoise with sigma 0.072, 2 steps, " in text and " s" in text
+    assert "SPIRE: Denoise with sigma 0.072" in text and "2 steps" in text and " s" in text
     assert any(d >= 1000 for d, _ in progress)
     qtbot.waitUntil(lambda: len(window.history.rows) == 1)
     assert "SPIRE · Denoise with sigma 0.072" in window.history.rows[0].detail.text()
@@ -199,7 +201,7 @@ def test_upsampling_keeps_the_size_and_wrong_sizes_and_cancel_are_readable(qtbot
 
     spire.shape = (10, 10)  # a pipeline that answers with another size is refused, nothing changes
     reply = send_spire(qtbot, window, "remove the noise")
-    assert reply.kind == "error" and "keeps the photo's size" in reply.message
+    assert reply.kind == "error" and "10x10 image for a" in reply.message
     assert len(window.document.steps) == 1
 
     spire.shape, spire.delay = None, 3.0
@@ -221,7 +223,7 @@ def test_stale_spire_steps_are_recomputed_with_spire_and_survive_session_files(q
     with qtbot.waitSignal(window.controller.replied, timeout=WAIT):
         window.controller.send("remove the noise")
     send_spire(qtbot, window, "remove the blur", semantic="a gradient", steps=3)
-    assert [type(s).__name__ for s in window.document.steps] == ["Step", "SpireStep"]
+    assert [s.kind for s in window.document.steps] == [StepKind.INSTRUCTIR, StepKind.SPIRE]
 
     window.document.set_strength(0, 0.5)  # the SPIRE step's input changed: it becomes a preview
     assert window.document.steps[1].stale
@@ -231,16 +233,15 @@ def test_stale_spire_steps_are_recomputed_with_spire_and_survive_session_files(q
     assert restorer.calls == calls and len(spire.calls) == 2  # SPIRE redid its own step, InstructIR did nothing
     np.testing.assert_allclose(spire.calls[-1]["input"], window.document.session.result(0), atol=1e-6)
     assert spire.calls[-1]["semantic"] == "a gradient" and spire.calls[-1]["steps"] == 3
-    assert not window.document.session.stale and isinstance(window.document.steps[1], SpireStep)
-    assert [r.instruction for r in window.document.session.to_recipe().steps] == ["remove the noise"]
+    assert not window.document.session.stale and window.document.steps[1].kind is StepKind.SPIRE
 
     path = save_session_file(tmp_path / "s.irsession", window.document.session, window.document.picture)
     session, _ = load_session_file(path)
     again = session.steps[1]
-    assert isinstance(again, SpireStep) and again.spire_meta() == window.document.steps[1].spire_meta()
+    assert again.kind is StepKind.SPIRE and again.params == window.document.steps[1].params
     np.testing.assert_array_equal(session.result(), window.document.result())
-    engine_view = StudioSession.load(path)  # the engine reads the same file as plain steps
-    assert engine_view.steps[1].intent == "spire" and type(engine_view.steps[1]).__name__ == "Step"
+    engine_view = EditSession.load(path)  # the engine reads the same file, SPIRE step and all
+    assert engine_view.steps[1].kind is StepKind.SPIRE
 
 
 def test_defaults_match_the_pipeline():
@@ -260,7 +261,7 @@ def test_provider_checks_then_loads_once(qtbot):
     assert provider.on_cpu
     with pytest.raises(Exception, match="Loading"):
         provider.require()  # NotReady: the task keeps its place while the pipeline loads
-    qtbot.waitUntil(lambda: provider.state == READY, timeout=WAIT)
+    qtbot.waitUntil(lambda: provider.state is SpireState.READY, timeout=WAIT)
     provider.load()
     assert provider.require() == 1 and loads == ["auto"]
 
@@ -273,7 +274,8 @@ def test_a_stale_spire_step_without_spire_says_what_to_do(qtbot, make, photo_fil
         window.controller.send("remove the noise")
     send_spire(qtbot, window, "remove the blur")
     window.document.set_strength(0, 0.5)
-    spire.state, spire.ok, spire.reason = UNAVAILABLE, False, NO_ADAPTER  # e.g. the session moved to another computer
+    # e.g. the session moved to another computer
+    spire.state, spire.ok, spire.reason = SpireState.UNAVAILABLE, False, NO_ADAPTER
     with qtbot.waitSignal(window.controller.replied, timeout=WAIT) as blocker:
         window.controller.send("brighten it")
     reply = blocker.args[0]

@@ -80,3 +80,46 @@ def test_default_budget_runs_1080p_whole_and_24mp_in_tiles(monkeypatch):
     tile = restorer.plan_tile(4000, 6000)
     assert tile is not None and restorer.estimate_bytes(tile, tile) + 2 * 4000 * 6000 * 12 <= 1.3e9
     assert pipeline.Restorer(bundle, device="cpu", strip_pixels=0).plan_tile(1080, 1920) is not None
+
+
+@pytest.mark.parametrize("size", [(37, 29), (64, 48)])
+def test_every_strip_reports_its_work_and_the_total_is_known_before(size):
+    from engine.model import streaming
+
+    torch.manual_seed(2)
+    net = build_network(SMALL).eval()
+    reported = []
+    with torch.no_grad(), streaming.observe(reported.append):
+        net(torch.rand(1, 3, *size), torch.randn(1, 16), 64)
+    assert len(reported) > 20  # from the first strip on, not once per image
+    assert sum(reported) == streaming.work_units(net, *size)
+    with torch.no_grad():  # no observer: nothing is called, nothing breaks
+        net(torch.rand(1, 3, *size), torch.randn(1, 16), 64)
+
+
+def test_restorer_reports_progress_per_strip_and_cancels_between_strips(tiny_restorer, monkeypatch):
+    import numpy as np
+
+    from engine.jobs import Cancelled, CancelToken
+
+    monkeypatch.setattr(tiny_restorer, "strip_pixels", 256)
+    image = np.random.default_rng(0).random((96, 128, 3), dtype=np.float32)
+    seen = []
+    tiny_restorer.restore(image, "remove the noise", progress=lambda d, n: seen.append(d / n))
+    assert len(seen) > 20 and seen == sorted(seen) and seen[-1] == 1.0
+
+    token, calls = CancelToken(), []
+
+    def cancel_at_a_third(done, total):
+        calls.append(done)
+        if done / total > 0.3:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        tiny_restorer.restore(image, "remove the noise", progress=cancel_at_a_third, cancel=token)
+    assert calls[-1] / 1000 < 0.4  # stopped at the next strip, not at the end of the pass
+
+    monkeypatch.setattr(tiny_restorer, "tile", 64)  # tiles: each tile's strips fill its share of the whole
+    seen.clear()
+    tiny_restorer.restore(image, "remove the noise", progress=lambda d, n: seen.append(d / n))
+    assert len(seen) > 20 and seen == sorted(seen) and seen[-1] == 1.0
