@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -557,3 +558,77 @@ def test_an_unexpected_failure_is_logged_and_reported_as_failed(tmp_path, caplog
             _client(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
         assert err.value.code == Code.FAILED
     assert any(r.exc_info for r in caplog.records if r.name == "instructir.server")
+
+
+def test_an_upsampling_step_answers_a_larger_result_with_alpha_enlarged(server):
+    img = _u8(h=12, w=10)
+    img[..., 3] = 200
+    mask = np.ones((12, 10), np.float32)
+    reply, data = _client(server).restore(img.tobytes(), 10, 12, 4, "u8", "upscale it 2x", mask=mask.tobytes(),
+                                          mask_dtype="f32")
+    assert reply["resized"] and (reply["width"], reply["height"]) == (20, 24)
+    assert reply["steps"][0]["kind"] == "upsample"
+    out = np.frombuffer(data, np.uint8).reshape(24, 20, 4)
+    assert np.all(out[..., 3] == 200)  # alpha follows the enlargement
+    assert abs(float(out[..., :3].mean()) - float(img[..., :3].mean())) < 40
+
+
+_LAUNCH_FAKE = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import FakeRestorer
+from engine.serve.server import EngineServer
+srv = EngineServer(state_file={state!r}, restorer_factory=lambda m, d: FakeRestorer(), preload=False)
+srv.start()
+srv.serve_forever()
+"""
+
+
+def _proc_status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to read peak RSS")
+def test_a_24_megapixel_layer_stays_within_the_server_memory_budget(tmp_path):
+    """The server holds one float RGB image plus the session's arrays, never whole float copies of the request
+    or the result: its peak over its idle size stays under WireLayer.estimate_bytes (49 B/px for 8-bit RGBA;
+    the server before streaming peaked at 88 B/px)."""
+    from engine.serve.layers import WireLayer
+
+    state = tmp_path / "s.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCH_FAKE.format(tests=str(REPO / "tests"), state=str(state))],
+                            cwd=REPO, env=env)
+    try:
+        assert _wait(lambda: protocol.connect(state) is not None, 60)
+        client = protocol.connect(state)
+        client.read_timeout = 600
+        w, h = 6000, 4000
+        band = np.random.default_rng(0).integers(0, 256, (64, w, 4), dtype=np.uint8)
+        band[..., 3] = 255
+        before = _proc_status(proc.pid, "VmRSS")
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+        rows = []
+
+        def read(y, n):
+            return np.resize(band, (n, w, 4)).tobytes()
+
+        def got(y, n, data):
+            if y == 0:
+                rows.append(np.frombuffer(data, np.uint8)[:8].copy())
+            rows.append(n)
+
+        reply, _ = client.restore(read, w, h, 4, "u8", "remove the noise", on_rows=got)
+        peak = _proc_status(proc.pid, "VmHWM") - before
+        assert reply["width"] == w and sum(r for r in rows if isinstance(r, int)) == h
+        np.testing.assert_array_equal(rows[0][3::4], 255)
+        assert peak <= WireLayer.estimate_bytes(w, h, 4, "u8"), f"peak {peak / 1e6:.0f} MB over idle"
+        client.shutdown()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
