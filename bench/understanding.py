@@ -12,7 +12,8 @@ it expects; "unrelated" is the set of instructions that expect nothing) and per
 pattern; the number of duplicate steps on instructions that name one problem
 once; the share of unrelated text that becomes a no-op; and milliseconds per
 instruction after the model is loaded (each instruction planned once, first
-time seen: nothing is cached).
+time seen: nothing is cached), next to the time of one bare call of the text
+encoder per instruction in the same run (the machine's load shows in both).
 
 The held-out set is only measured here: never tune the planner, the lexicon or
 the corpus on it.
@@ -36,6 +37,15 @@ HELDOUT = ROOT / "tests" / "data" / "heldout_instructions.jsonl"
 def load_heldout(path: Path = HELDOUT) -> list[dict]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def corpus_val_cases() -> list[dict]:
+    """The instruction corpus' val split as plan cases: each sentence is one problem (or none, if unrelated)."""
+    from engine.edit.instructions import load_corpus
+
+    val = load_corpus()["val"]
+    return [{"text": t, "steps": [] if cls == "unrelated" else [cls], "ordered": False, "pattern": "corpus-val"}
+            for cls, texts in val.items() for t in texts]
 
 
 def judge(case: dict, steps) -> tuple[bool, list[str]]:
@@ -90,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="studio-small")
     ap.add_argument("--set", type=Path, default=HELDOUT, help="JSON Lines of {text, steps, ordered, pattern}")
+    ap.add_argument("--corpus-val", action="store_true",
+                    help="measure on the corpus' val split instead (one problem or none per sentence): what to tune on")
     ap.add_argument("--errors", action="store_true", help="list every wrong plan")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
@@ -98,22 +110,38 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from engine.edit.planning import plan_instruction
+    from engine.edit.planning import EmptyInstructionError, plan_instruction
     from engine.model.pipeline import Restorer
 
     model = Restorer.from_pretrained(args.model, device="cpu")
     no_op = model.bundle.no_op_classes
-    plan = lambda text, m: plan_instruction(text, m, no_op_classes=no_op)  # noqa: E731
-    plan("warm up the encoder and the spelling corrector", model)
-    result = measure(load_heldout(args.set), model, plan)
 
-    print(f"held-out: {result['n']} instructions, exact plan {result['exact']:.1%}")
+    def plan(text, m):
+        try:
+            return plan_instruction(text, m, no_op_classes=no_op)
+        except EmptyInstructionError:  # "???": refused, so nothing is applied
+            return []
+
+    plan("warm up the encoder and the spelling corrector", model)
+    cases = corpus_val_cases() if args.corpus_val else load_heldout(args.set)
+    result = measure(cases, model, plan)
+
+    name = "corpus val" if args.corpus_val else "held-out"
+    print(f"{name}: {result['n']} instructions, exact plan {result['exact']:.1%}")
     print("per class:   " + ", ".join(f"{k} {v['exact']:.0%} ({v['n']})" for k, v in result["per_class"].items()))
     print("per pattern: " + ", ".join(f"{k} {v['exact']:.0%} ({v['n']})" for k, v in result["per_pattern"].items()))
     print(f"duplicate steps on {result['single_problem_instructions']} single-problem instructions: "
           f"{result['duplicate_steps_on_single_problem']}")
     print(f"unrelated -> no-op: {result['unrelated_noop_rate']:.1%} of {result['unrelated_n']}")
-    print(f"planning: {result['ms_per_instruction']:.1f} ms per instruction (model loaded, nothing cached)")
+    encoder = getattr(getattr(model, "encoder", None), "model", None)
+    if encoder is not None:  # the same machine, the same moment: one bare sentence-encoder call per instruction
+        t0 = time.perf_counter()
+        for case in cases:
+            encoder.encode([case["text"]], show_progress_bar=False)
+        result["encoder_ms_per_instruction"] = 1000 * (time.perf_counter() - t0) / max(len(cases), 1)
+    print(f"planning: {result['ms_per_instruction']:.1f} ms per instruction (model loaded, nothing cached)"
+          + (f"; one bare text-encoder call per instruction takes {result['encoder_ms_per_instruction']:.1f} ms "
+             "here now" if "encoder_ms_per_instruction" in result else ""))
     if args.errors:
         for e in result["errors"]:
             print(f"  {e['text']!r}: want {e['want']}{' (ordered)' if e['ordered'] else ''}, "

@@ -1,4 +1,8 @@
-"""The instruction corpus we wrote for training and validating the intent head."""
+"""The instruction corpus for training and validating the intent head.
+
+``data/instructions.json`` is made by ``python -m engine.training.corpus``: the
+hand-written sentences (kept under ``"hand"``) plus template-generated ones.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ STUDIO_CLASSES: tuple[str, ...] = (
 
 @lru_cache(maxsize=1)
 def load_corpus(path: Path = CORPUS_PATH) -> dict:
-    """``{"classes": [...], "train": {cls: [...]}, "val": {cls: [...]}}``."""
+    """``{"version", "classes": [...], "train": {cls: [...]}, "val": {cls: [...]}, "hand": ..., "generator": ...}``."""
     with open(path, encoding="utf-8") as fh:
         corpus = json.load(fh)
     for split in ("train", "val"):

@@ -13,8 +13,9 @@ words per intent in two strengths:
 
 A prior, not a rule: a head that is confident about another class still wins
 (0.9 against 0.02 x 6). The lexicon also lists words of back-references
-("both", "them", "everything"), generic requests ("fix", "sort out"), polite
-filler ("thanks", "hi there") and explicit repeats ("again", "twice").
+("both", "them", "everything"), phrases that only name a place or a subject
+("the dark areas", "the night sky"), generic requests ("fix", "sort out"),
+polite filler ("thanks", "hi there") and explicit repeats ("again", "twice").
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Lexicon:
         self._strong = {k: _alternation(v["strong"]) for k, v in data["intents"].items()}
         self._weak = {k: _alternation(v["weak"]) for k, v in data["intents"].items() if v.get("weak")}
         self.not_restoration = _alternation(data["not_restoration"])
+        self.masked = _alternation(data.get("masked", []) or ["(?!x)x"])
         self.backref = _alternation(data["backref"])
         self.generic = _alternation(data["generic_request"])
         self.filler = re.compile(
@@ -63,6 +65,7 @@ class Lexicon:
 
     def hits(self, text: str) -> list[Hit]:
         """Intent words in ``text`` by position; a weak word inside a strong one of any class is dropped."""
+        masks = [m.span() for m in self.masked.finditer(text)]
         found = [Hit(k, m.start(), m.end(), True) for k, rx in self._strong.items() for m in rx.finditer(text)]
         for k, rx in self._weak.items():
             for m in rx.finditer(text):
@@ -73,6 +76,8 @@ class Lexicon:
         found.sort(key=lambda h: (h.start, -(h.end - h.start)))
         kept: list[Hit] = []
         for h in found:
+            if any(a <= h.start and h.end <= b for a, b in masks):
+                continue
             if any(k.strong and k.start <= h.start and h.end <= k.end and k.intent != h.intent for k in kept):
                 continue
             kept.append(h)
@@ -92,7 +97,7 @@ class Lexicon:
         if "unrelated" in weights:
             if any(h.strong for h in hits):
                 weights["unrelated"] /= WEAK_BOOST
-            elif not hits and self.not_restoration.search(text):
+            elif not hits and (self.not_restoration.search(text) or self.masked.search(text)):
                 weights["unrelated"] *= WEAK_BOOST
         return weights
 

@@ -43,6 +43,9 @@ MIN_CONFIDENCE = 0.45
 MIN_CONFIDENCE_UNHINTED = 0.6
 #: ... and one whose best reading is a class its strong lexicon words name may be less sure.
 MIN_CONFIDENCE_NAMED = 0.3
+#: A clause in none of the lexicon's words, beside clauses that name their problems, adds a problem of its own
+#: only as a request this sure ("the subject moved, sharpen it": "moved" is context, not a second problem).
+MIN_CONFIDENCE_ALONGSIDE = 0.8
 #: In a clause with several strong lexicon words, a class is kept when its (boosted) probability reaches this.
 MULTI_FLOOR = 0.02
 
@@ -139,6 +142,7 @@ _REQUEST = re.compile(
     re.IGNORECASE)
 _REPEAT_NOT = re.compile(r"\b(?:make|makes|making|get|gets|look|looks|be|become|bring|back|feel)\b[^,.;]*\bagain\b"
                          r"|\btwice (?:as|the)\b", re.IGNORECASE)
+_THRICE = re.compile(r"\b(?:thrice|three times|3 times)\b", re.IGNORECASE)
 _PRONOUN = re.compile(r"\b(?:it|them|this|that|those|these|both|everything)\b", re.IGNORECASE)
 _DO_AGAIN = re.compile(r"^(?:(?:and|then|please)\s+)*(?:do|run|apply|repeat)\b", re.IGNORECASE)
 
@@ -188,12 +192,14 @@ class _Reading:
     kind: str  # "problem" | "generic" | "filler" | "unrelated" | "unsure" | "negated" | "qualifier" | "repeat-last"
     intents: list[str] = field(default_factory=list)
     strong: list[str] = field(default_factory=list)
+    weak: list[str] = field(default_factory=list)
     confidence: dict[str, float] = field(default_factory=dict)
     label: str = ""
     degree: float | None = None
     request: bool = False
     repeat: bool = False
     twice: bool = False
+    times: int = 1
     zero: bool = False
 
 
@@ -218,10 +224,11 @@ def _read(clause: _Clause, intent, lex: Lexicon, no_op: tuple[str, ...], min_con
     hits = lex.hits(words)
     strong = list(dict.fromkeys(h.intent for h in hits if h.strong))
     reading = _Reading(clause, "problem", degree=parse_degree(clause.text), request=bool(_REQUEST.match(words)),
-                       strong=strong)
+                       strong=strong, weak=list(dict.fromkeys(h.intent for h in hits if not h.strong)))
     reading.zero = reading.degree is not None and reading.degree <= 0
     repeat_ok = not _REPEAT_NOT.search(words)
-    reading.twice = repeat_ok and bool(lex.twice.search(words))
+    reading.twice = repeat_ok and bool(lex.twice.search(words) or _THRICE.search(words))
+    reading.times = 3 if reading.twice and _THRICE.search(words) else 2 if reading.twice else 1
     reading.repeat = repeat_ok and bool(lex.repeat.search(words))
     if _NEGATION.search(words) and not _WITHOUT_NOUN.match(words):
         reading.kind, reading.intents = "negated", strong
@@ -389,6 +396,16 @@ def plan_instruction(text: str, model: Understands, *, no_op_classes: tuple[str,
         if r.kind == "unsure" and r.intents and any(
                 o.kind == "problem" and r.intents[0] in o.intents for o in readings):
             r.kind = "problem"  # a hesitant description of a problem another clause names clearly
+        if r.kind == "problem" and r.strong and not set(r.intents) & set(r.strong):
+            # the head read it as another class than its own words name; when another clause names that class
+            # too, the words win ("grey and flat, boost the colours": "flat" is no second problem)
+            elsewhere = [c for c in r.strong if any(o is not r and c in o.intents for o in named)]
+            if elsewhere:
+                r.intents = elsewhere[:1]
+        if (r.kind == "problem" and not r.strong and r.intents[0] not in r.weak and named
+                and not any(r.intents[0] in o.intents for o in named)
+                and not (r.request and r.confidence.get(r.intents[0], 0.0) >= MIN_CONFIDENCE_ALONGSIDE)):
+            continue  # the head's guess, which the clause's words do not hint at, beside clauses that name theirs
         if r.kind == "problem":
             for intent in r.intents:
                 if intent in excluded:
@@ -399,8 +416,8 @@ def plan_instruction(text: str, model: Understands, *, no_op_classes: tuple[str,
                 p = _Problem(intent, [r], rank)
                 problems.append(p)
                 by_intent[intent] = p
-                if r.twice:
-                    problems.append(_Problem(intent, [r], rank + 0.01))
+                for k in range(1, r.times):  # "sharpen it twice", "denoise three times"
+                    problems.append(_Problem(intent, [r], rank + 0.01 * k))
         elif r.kind == "repeat-last" and problems:
             last = problems[-1]
             problems.append(_Problem(last.intent, [*last.readings, r], rank))
