@@ -25,6 +25,88 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+#: What Qt's X11 platform plugin (libqxcb) and the Qt libraries under it load, and which package has each:
+#: (Debian 12 / Ubuntu 22.04, Debian 13 / Ubuntu 24.04, Fedora). Checked with ldd on minimal Debian 12 and 13.
+QT_SYSTEM_LIBRARIES = {
+    "libEGL.so.1": ("libegl1", "libegl1", "libglvnd-egl"),
+    "libGL.so.1": ("libgl1", "libgl1", "libglvnd-glx"),
+    "libX11.so.6": ("libx11-6", "libx11-6", "libX11"),
+    "libX11-xcb.so.1": ("libx11-xcb1", "libx11-xcb1", "libX11-xcb"),
+    "libdbus-1.so.3": ("libdbus-1-3", "libdbus-1-3", "dbus-libs"),
+    "libfontconfig.so.1": ("libfontconfig1", "libfontconfig1", "fontconfig"),
+    "libfreetype.so.6": ("libfreetype6", "libfreetype6", "freetype"),
+    "libglib-2.0.so.0": ("libglib2.0-0", "libglib2.0-0t64", "glib2"),
+    "libgthread-2.0.so.0": ("libglib2.0-0", "libglib2.0-0t64", "glib2"),
+    "libxcb.so.1": ("libxcb1", "libxcb1", "libxcb"),
+    "libxcb-cursor.so.0": ("libxcb-cursor0", "libxcb-cursor0", "xcb-util-cursor"),
+    "libxcb-icccm.so.4": ("libxcb-icccm4", "libxcb-icccm4", "xcb-util-wm"),
+    "libxcb-image.so.0": ("libxcb-image0", "libxcb-image0", "xcb-util-image"),
+    "libxcb-keysyms.so.1": ("libxcb-keysyms1", "libxcb-keysyms1", "xcb-util-keysyms"),
+    "libxcb-randr.so.0": ("libxcb-randr0", "libxcb-randr0", "libxcb"),
+    "libxcb-render.so.0": ("libxcb-render0", "libxcb-render0", "libxcb"),
+    "libxcb-render-util.so.0": ("libxcb-render-util0", "libxcb-render-util0", "xcb-util-renderutil"),
+    "libxcb-shape.so.0": ("libxcb-shape0", "libxcb-shape0", "libxcb"),
+    "libxcb-shm.so.0": ("libxcb-shm0", "libxcb-shm0", "libxcb"),
+    "libxcb-sync.so.1": ("libxcb-sync1", "libxcb-sync1", "libxcb"),
+    "libxcb-util.so.1": ("libxcb-util1", "libxcb-util1", "xcb-util"),
+    "libxcb-xfixes.so.0": ("libxcb-xfixes0", "libxcb-xfixes0", "libxcb"),
+    "libxcb-xkb.so.1": ("libxcb-xkb1", "libxcb-xkb1", "libxcb"),
+    "libxkbcommon.so.0": ("libxkbcommon0", "libxkbcommon0", "libxkbcommon"),
+    "libxkbcommon-x11.so.0": ("libxkbcommon-x11-0", "libxkbcommon-x11-0", "libxkbcommon-x11"),
+}
+
+
+def not_found(ldd_output: str) -> list[str]:
+    """The libraries ``ldd`` could not find, in order, once each."""
+    missing = [line.split("=>")[0].strip() for line in ldd_output.splitlines() if "=> not found" in line]
+    return list(dict.fromkeys(missing))
+
+
+def missing_qt_libraries() -> list[str]:
+    """System libraries the X11 platform plugin needs but cannot find (Linux with X11 only; [] if unsure)."""
+    import shutil
+    import subprocess
+
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if not sys.platform.startswith("linux") or (platform and not platform.startswith("xcb")):
+        return []
+    if not platform and os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("DISPLAY"):
+        return []  # Qt picks its Wayland plugin
+    try:
+        import PySide6
+    except ImportError:
+        return []
+    qt = Path(PySide6.__file__).resolve().parent / "Qt"
+    files = [qt / "plugins" / "platforms" / "libqxcb.so", *sorted((qt / "lib").glob("libQt6XcbQpa.so*"))[:1]]
+    ldd = shutil.which("ldd")
+    if ldd is None or not files[0].is_file():
+        return []
+    try:
+        out = subprocess.run([ldd, *map(str, files)], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return not_found(out)
+
+
+def qt_libraries_message(missing: list[str]) -> str:
+    """What to install, for the distributions we know, naming only the missing packages."""
+    def packages(column: int) -> str:
+        names = [QT_SYSTEM_LIBRARIES[m][column] for m in missing if m in QT_SYSTEM_LIBRARIES]
+        return " ".join(dict.fromkeys(names))
+
+    lines = [f"InstructIR Studio cannot open a window: Qt's X11 plugin needs system libraries that are not "
+             f"installed ({', '.join(missing)}). Install them, then start the app again:"]
+    if packages(0):
+        lines += [f"  Debian 12, Ubuntu 22.04:  sudo apt-get install {packages(0)}",
+                  f"  Debian 13, Ubuntu 24.04:  sudo apt-get install {packages(1)}",
+                  f"  Fedora:                   sudo dnf install {packages(2)}"]
+    unknown = [m for m in missing if m not in QT_SYSTEM_LIBRARIES]
+    if unknown:
+        lines.append(f"  (the package that has {', '.join(unknown)} depends on your distribution)")
+    lines.append("Without a display, QT_QPA_PLATFORM=offscreen instructir-studio --self-test PHOTO checks the rest.")
+    return "\n".join(lines)
+
+
 def _application():
     from PySide6.QtWidgets import QApplication
 
@@ -112,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.self_test:
         return self_test(args.self_test, args.model, args.device)
+    if missing := missing_qt_libraries():  # Qt would abort with "could not load the Qt platform plugin"
+        print(qt_libraries_message(missing), file=sys.stderr)
+        return 1
 
     app = _application()
     from PySide6.QtCore import QTimer

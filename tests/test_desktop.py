@@ -618,3 +618,24 @@ def test_removing_a_step_explains_previews_without_blaming_a_strength(qtbot, stu
     qtbot.waitUntil(lambda: window.history.stale_bar.isVisibleTo(window.history))
     assert "strength" not in window.history.stale_note.text()
     assert "preview" in window.history.rows[0].detail.text()
+
+
+def test_missing_qt_libraries_are_named_with_the_packages_to_install(monkeypatch, capsys):
+    from desktop import app
+
+    ldd = ("/x/libqxcb.so:\n\tlibQt6XcbQpa.so.6 => /x/libQt6XcbQpa.so.6 (0x1)\n"
+           "\tlibxcb-icccm.so.4 => not found\n\tlibxcb-keysyms.so.1 => not found\n"
+           "/x/libQt6XcbQpa.so.6:\n\tlibxcb-icccm.so.4 => not found\n\tlibweird.so.9 => not found\n")
+    missing = app.not_found(ldd)
+    assert missing == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libweird.so.9"]
+    text = app.qt_libraries_message(missing)
+    assert "sudo apt-get install libxcb-icccm4 libxcb-keysyms1" in text
+    assert "sudo dnf install xcb-util-wm xcb-util-keysyms" in text and "libweird.so.9" in text
+
+    monkeypatch.setattr(app, "missing_qt_libraries", lambda: ["libxcb-cursor.so.0"])
+    assert app.main([]) == 1  # a readable message instead of Qt's abort
+    assert "libxcb-cursor0" in capsys.readouterr().err
+
+    monkeypatch.undo()
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert app.missing_qt_libraries() == []  # no X11 plugin to check
