@@ -116,8 +116,10 @@ def main() -> int:
                               "peak_mb": round(_status(proc.pid, "VmHWM") / 2**20),
                               "after_mb": round(_status(proc.pid, "VmRSS") / 2**20),
                               "protocol": protocol.PROTOCOL_VERSION, "fake": args.fake}), flush=True)
+        t = time.monotonic()
         client.shutdown()
         proc.wait(30)
+        print(json.dumps({"event": "stopped", "seconds": round(time.monotonic() - t, 3)}), flush=True)
     finally:
         if proc.poll() is None:
             proc.kill()
