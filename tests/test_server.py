@@ -573,36 +573,19 @@ def test_an_upsampling_step_answers_a_larger_result_with_alpha_enlarged(server):
     assert abs(float(out[..., :3].mean()) - float(img[..., :3].mean())) < 40
 
 
-_LAUNCH_FAKE = """
-import sys
-sys.path.insert(0, {tests!r})
-from conftest import FakeRestorer
-from engine.serve.server import EngineServer
-srv = EngineServer(state_file={state!r}, restorer_factory=lambda m, d: FakeRestorer(), preload=False)
-srv.start()
-srv.serve_forever()
-"""
-
-
-def _proc_status(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to read peak RSS")
 def test_a_24_megapixel_layer_stays_within_the_server_memory_budget(tmp_path):
     """The server holds one float RGB image plus the session's arrays, never whole float copies of the request
     or the result: its peak over its idle size stays under WireLayer.estimate_bytes (49 B/px for 8-bit RGBA;
     the server before streaming peaked at 88 B/px)."""
+    from fake_server import proc_status, reset_peak
+
     from engine.serve.layers import WireLayer
 
     state = tmp_path / "s.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", _LAUNCH_FAKE.format(tests=str(REPO / "tests"), state=str(state))],
-                            cwd=REPO, env=env)
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "fake_server.py"), str(state)], cwd=REPO, env=env)
     try:
         assert _wait(lambda: protocol.connect(state) is not None, 60)
         client = protocol.connect(state)
@@ -610,8 +593,8 @@ def test_a_24_megapixel_layer_stays_within_the_server_memory_budget(tmp_path):
         w, h = 6000, 4000
         band = np.random.default_rng(0).integers(0, 256, (64, w, 4), dtype=np.uint8)
         band[..., 3] = 255
-        before = _proc_status(proc.pid, "VmRSS")
-        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+        before = proc_status(proc.pid, "VmRSS")
+        reset_peak(proc.pid)
         rows = []
 
         def read(y, n):
@@ -623,7 +606,7 @@ def test_a_24_megapixel_layer_stays_within_the_server_memory_budget(tmp_path):
             rows.append(n)
 
         reply, _ = client.restore(read, w, h, 4, "u8", "remove the noise", on_rows=got)
-        peak = _proc_status(proc.pid, "VmHWM") - before
+        peak = proc_status(proc.pid, "VmHWM") - before
         assert reply["width"] == w and sum(r for r in rows if isinstance(r, int)) == h
         np.testing.assert_array_equal(rows[0][3::4], 255)
         assert peak <= WireLayer.estimate_bytes(w, h, 4, "u8"), f"peak {peak / 1e6:.0f} MB over idle"

@@ -24,29 +24,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-LAUNCH_FAKE = """
-import sys
-sys.path.insert(0, {tests!r})
-from conftest import FakeRestorer
-from engine.serve.server import EngineServer
-srv = EngineServer(state_file={state!r}, restorer_factory=lambda m, d: FakeRestorer(), preload=False)
-srv.start()
-srv.serve_forever()
-"""
-
-
-def _status(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak(pid: int) -> None:
-    with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as fh:
-        fh.write("5")
+sys.path.insert(0, str(HERE.parent))
+from fake_server import proc_status as _status  # noqa: E402
+from fake_server import reset_peak as _reset_peak  # noqa: E402
 
 
 def _band(y: int, n: int, w: int):
@@ -80,7 +60,7 @@ def main() -> int:
                TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(root))
     state = Path(tempfile.mkdtemp()) / "server.json"
     if args.fake:
-        cmd = [sys.executable, "-c", LAUNCH_FAKE.format(tests=str(HERE.parent), state=str(state))]
+        cmd = [sys.executable, str(HERE.parent / "fake_server.py"), str(state)]
     else:
         cmd = [sys.executable, "-m", "engine.cli", "serve", "--model", args.model, "--device", "cpu",
                "--no-preload", "--state-file", str(state)]
