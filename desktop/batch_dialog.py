@@ -33,7 +33,8 @@ from PySide6.QtWidgets import (
 )
 
 from engine.edit.batch import BatchItem, collect_inputs, plan_outputs, run_batch
-from engine.edit.session import Recipe
+from engine.edit.session import Recipe, StepKind
+from engine.edit.upsampling import Enlargement
 from engine.jobs import CancelToken
 
 from .icons import icon
@@ -81,6 +82,13 @@ class FileList(QTreeWidget):
         if paths:
             self.pathsDropped.emit(paths)
             event.acceptProposedAction()
+
+
+def _describe_step(step) -> str:
+    """'remove the noise (80%)'; an up-sampling step says how each photo is resized: 'upscale it (2x, 100%)'."""
+    if step.kind is StepKind.UPSAMPLE:
+        return f"{step.instruction} ({Enlargement.from_params(step.params).describe()}, {step.strength:.0%})"
+    return f"{step.instruction} ({step.strength:.0%})"
 
 
 class BatchDialog(QDialog):
@@ -244,7 +252,7 @@ class BatchDialog(QDialog):
     def refresh_recipe(self) -> None:
         recipe = self.session_recipe() if self.session_recipe else None
         if recipe is not None and recipe.steps:
-            steps = ", ".join(f"{r.instruction} ({r.strength:.0%})" for r in recipe.steps)
+            steps = ", ".join(_describe_step(r) for r in recipe.steps)
             self.use_session.setText(f"Current edit: {steps}")
             self.use_session.setEnabled(True)
             self.save_recipe_button.setEnabled(True)

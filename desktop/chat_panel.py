@@ -40,6 +40,8 @@ from .theme import ERROR, MUTED, OK, WARNING
 from .widgets import no_wheel_unless_focused
 
 INSTRUCTIR, SPIRE = "instructir", "spire"
+#: Holding one of these while clicking a suggestion puts its text in the box instead of sending it.
+EDIT_MODIFIERS = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
 
 #: (button label, instruction sent). A diagnosis of the photo may replace them (``ChatPanel.set_suggestions``).
 SUGGESTIONS = (
@@ -69,6 +71,29 @@ def short_reason(reason: str, limit: int = 90) -> str:
     if len(text) > limit and ": " in text:
         text = text.split(": ")[0]
     return text + "."
+
+
+class SuggestionButton(QPushButton):
+    """A quick button: a click sends its instruction; Ctrl+click or Shift+click puts it in the box to edit."""
+
+    chosen = Signal(str, bool)  # instruction, edit first
+
+    def __init__(self, label: str, instruction: str, parent: QWidget | None = None) -> None:
+        super().__init__(label, parent)
+        self.instruction = instruction
+        self._edit = False
+        self.clicked.connect(lambda _=False: self.chosen.emit(self.instruction, self._edit))
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self._edit = bool(event.modifiers() & EDIT_MODIFIERS)
+        try:
+            super().mouseReleaseEvent(event)  # emits clicked when released over the button
+        finally:
+            self._edit = False
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self._edit = False  # Space or Enter on a focused button: the plain action
+        super().keyPressEvent(event)
 
 
 class Bubble(QFrame):
@@ -252,7 +277,7 @@ class ChatPanel(QWidget):
         chip_box.addWidget(self.suggestions_title)
         chip_box.addLayout(self.chip_grid)
         chip_box.addLayout(spire_grid)
-        self.chips: list[QPushButton] = []
+        self.chips: list[SuggestionButton] = []
         self.spire_chips = [self._chip(label, text) for label, text in SPIRE_SUGGESTIONS]
         for n, chip in enumerate(self.spire_chips):
             spire_grid.addWidget(chip, n // 3, n % 3)
@@ -536,13 +561,25 @@ class ChatPanel(QWidget):
         self.suggestions_title.setText(title)
         self.suggestions_title.setVisible(bool(title) and not self.is_spire)
 
-    def _chip(self, label: str, instruction: str, tip: str = "") -> QPushButton:
-        chip = QPushButton(label)
+    def _chip(self, label: str, instruction: str, tip: str = "") -> SuggestionButton:
+        chip = SuggestionButton(label, instruction)
         chip.setObjectName("chip")
-        chip.setToolTip(tip or f"Send “{instruction}”")
+        chip.setToolTip(tip or f"Send “{instruction}” · Ctrl+click or Shift+click to edit it first")
         chip.setCursor(Qt.CursorShape.PointingHandCursor)
-        chip.clicked.connect(lambda _=False, text=instruction: self.send(text))
+        chip.chosen.connect(self._chip_chosen)
         return chip
+
+    def _chip_chosen(self, instruction: str, edit: bool) -> None:
+        if edit:
+            self.edit(instruction)
+        else:
+            self.send(instruction)
+
+    def edit(self, text: str) -> None:
+        """Put ``text`` in the box to be edited before it is sent (a suggestion clicked with Ctrl or Shift)."""
+        self.input.setText(text)
+        self.input.setFocus()
+        self.input.end(False)
 
     def set_photo_open(self, is_open: bool) -> None:
         """Quick buttons act on the photo: they are off until one is open."""

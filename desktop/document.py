@@ -222,13 +222,17 @@ class Document(QObject):
         if self._after is None and self.session is not None:
             if not self.session.steps:
                 self._after = self.before_image()
-            elif self._shown is None or self.session.original.size <= 3 * SYNC_RENDER_PIXELS:
+            elif self._shown is None or self._result_pixels() <= SYNC_RENDER_PIXELS:
                 self._after = to_qimage(self.session.result())
             else:
                 self._render_in_background()
                 return self._shown
         self._shown = self._after
         return self._after
+
+    def _result_pixels(self) -> int:
+        h, w = self.session.size_after()  # an up-sampled result has more pixels than the original
+        return h * w
 
     def _render_in_background(self) -> None:
         from .workers import lower_priority, run_in_pool

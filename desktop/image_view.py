@@ -86,12 +86,21 @@ class ImageView(QGraphicsView):
     def set_images(self, before: QImage | None, after: QImage | None, *, reset_view: bool = False) -> None:
         """Show ``before``/``after``; unchanged images (same cacheKey) are not converted again."""
         old_size = self.item.size()
+        centre = self.mapToScene(self.viewport().rect().center())
         self.item.prepareGeometryChange()
         self.item.before, self._keys[0] = self._pixmap(before, self.item.before, self._keys[0])
         self.item.after, self._keys[1] = self._pixmap(after, self.item.after, self._keys[1])
         self.scene().setSceneRect(self.item.boundingRect())
-        if reset_view or self.item.size() != old_size:
+        new_size = self.item.size()
+        if reset_view or not old_size[0] or not new_size[0]:
             self._fit = True
+        elif new_size != old_size and not self._fit:
+            # An up-sampling step (or its undo) changed the pixel size: keep the same part of the photo at
+            # the same size on screen, so before/after and undo/redo can be compared without the view jumping.
+            ratio = new_size[0] / old_size[0]
+            self.scale(1 / ratio, 1 / ratio)
+            self.centerOn(QPointF(centre.x() * ratio, centre.y() * new_size[1] / old_size[1]))
+            self.zoomChanged.emit(self.zoom())
         if self._fit:
             self.fit_to_window()
         self.item.update()

@@ -32,6 +32,7 @@ from .batch_dialog import BatchDialog
 from .chat_panel import ChatPanel
 from .controller import Reply, ReplyKind, StudioController
 from .conversation import Conversation, NoticeKind
+from .diagnosis import PhotoDiagnosis
 from .document import SESSION_SUFFIX, Document
 from .history_panel import HistoryPanel
 from .icons import icon
@@ -104,8 +105,9 @@ class MainWindow(QMainWindow):
     """InstructIR Studio's window."""
 
     def __init__(self, settings: Settings, provider: ModelProvider, *, prompts: Prompts | None = None,
-                 autosave: bool = True, spire: SpireProvider | None = None) -> None:
-        """``spire``: the optional SPIRE mode (default: checked with ``engine.spire.available()``)."""
+                 autosave: bool = True, spire: SpireProvider | None = None, diagnose=None) -> None:
+        """``spire``: the optional SPIRE mode (default: checked with ``engine.spire.available()``);
+        ``diagnose``: what looks at an opened photo (default: ``engine.diagnose.diagnose``)."""
         super().__init__()
         self.settings = settings
         self.provider = provider
@@ -116,6 +118,8 @@ class MainWindow(QMainWindow):
         self.conversation = Conversation(self)
         self.controller = StudioController(self.document, provider, parent=self, spire=self.spire,
                                            conversation=self.conversation)
+        self.diagnosis = PhotoDiagnosis(self.document, self.conversation, diagnose=diagnose,
+                                        busy=lambda: self.controller.busy, send=self.controller.send, parent=self)
         self.batch_dialog: BatchDialog | None = None
         self._closing = False
         self._last_model_error = ""
@@ -376,6 +380,12 @@ class MainWindow(QMainWindow):
         ctl.activity.connect(self._on_activity)
         doc.rendered.connect(self.schedule_render)
 
+        diag = self.diagnosis
+        diag.suggestionsChanged.connect(chat.set_suggestions)
+        ctl.opened.connect(lambda _text: diag.photo_opened())
+        ctl.replied.connect(lambda r: diag.step_applied(r) if r.kind is ReplyKind.APPLIED else None)
+        doc.changed.connect(diag.document_changed)
+
         hist.strengthChanged.connect(doc.set_strength)
         hist.removeRequested.connect(doc.remove_step)
         hist.recomputeRequested.connect(ctl.recompute)
@@ -397,6 +407,7 @@ class MainWindow(QMainWindow):
         if doc.session is not None:
             sizes = [tuple(reversed(doc.session.size_after(i))) for i in range(len(doc.steps))]
         self.history.set_steps(doc.steps, sizes)
+        self._update_image_label()  # an up-sampling step (or its undo) changes the size shown
         self._update_current()
         self._update_title()
         self._update_actions()
@@ -676,11 +687,13 @@ class MainWindow(QMainWindow):
             return
         self._closing = True
         self.controller.cancel(quiet=True)
+        self.diagnosis.cancel()
         if self.batch_dialog is not None and self.batch_dialog.running:
             self.batch_dialog.cancel()
             self.batch_dialog.wait(10_000)
         self.controller.queue.wait_idle(10_000)
         self.controller.queue.pool.waitForDone(10_000)
+        self.diagnosis.pool.waitForDone(10_000)
         self.recovery.stop()
         self.document.stack.blockSignals(True)  # its destructor must not call back into a closing window
         self.document.blockSignals(True)
