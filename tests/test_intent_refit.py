@@ -57,7 +57,7 @@ def test_main_write_keeps_fp16_fc1_image_weights_and_metadata(tmp_path, monkeypa
     centers, _, _ = _toy_data()
     gen = torch.Generator().manual_seed(1)
 
-    def fake_embed_corpus(encoder, cache):  # the real one embeds ~1,700 sentences: too slow for a unit test
+    def fake_embed_corpus(encoder, cache):  # the real one embeds ~6,400 sentences: too slow for a unit test
         pairs = labelled("train") + labelled("val")
         noise = 0.03 * torch.randn(len(pairs), 384, generator=gen)
         return {t: torch.nn.functional.normalize(centers[c] + e, dim=-1) for (t, c), e in zip(pairs, noise)}

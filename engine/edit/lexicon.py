@@ -94,6 +94,12 @@ class Lexicon:
         for h in hits:
             if h.intent in weights:
                 weights[h.intent] = max(weights[h.intent], STRONG_BOOST if h.strong else WEAK_BOOST)
+        named = {h.intent for h in hits if h.strong}
+        for a, b in (m.span() for m in self.masked.finditer(text)):  # "blur the faces": blur is the edit asked
+            for k, rx in self._strong.items():                           # for, not a problem to undo
+                if k in weights and k not in named and any(a <= m.start() and m.end() <= b
+                                                           for m in rx.finditer(text)):
+                    weights[k] /= STRONG_BOOST
         if "unrelated" in weights:
             if any(h.strong for h in hits):
                 weights["unrelated"] /= WEAK_BOOST

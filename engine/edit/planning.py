@@ -200,7 +200,6 @@ class _Reading:
     repeat: bool = False
     twice: bool = False
     times: int = 1
-    zero: bool = False
 
 
 def _spell(text: str) -> str:
@@ -225,7 +224,6 @@ def _read(clause: _Clause, intent, lex: Lexicon, no_op: tuple[str, ...], min_con
     strong = list(dict.fromkeys(h.intent for h in hits if h.strong))
     reading = _Reading(clause, "problem", degree=parse_degree(clause.text), request=bool(_REQUEST.match(words)),
                        strong=strong, weak=list(dict.fromkeys(h.intent for h in hits if not h.strong)))
-    reading.zero = reading.degree is not None and reading.degree <= 0
     repeat_ok = not _REPEAT_NOT.search(words)
     reading.twice = repeat_ok and bool(lex.twice.search(words) or _THRICE.search(words))
     reading.times = 3 if reading.twice and _THRICE.search(words) else 2 if reading.twice else 1
