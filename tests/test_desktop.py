@@ -223,10 +223,9 @@ def test_second_instruction_is_queued_and_cancel_stops(qtbot, studio, photo_file
     qtbot.waitUntil(lambda: not window.chat.busy_row.isVisibleTo(window.chat))
 
 
-def test_event_loop_keeps_turning_while_the_model_runs(qtbot, studio, photo_file):
-    window = studio(fake(delay=1.0))
-    open_photo(qtbot, window, photo_file)
-    clock, gaps, last = QElapsedTimer(), [], [0]
+def _probe_gaps(qtbot, run) -> list[int]:
+    """The gaps (ms) between the ticks of a 5 ms UI timer while ``run(done)`` works until it calls ``done``."""
+    clock, gaps, last, finished = QElapsedTimer(), [], [0], []
     clock.start()
 
     def tick():
@@ -239,12 +238,38 @@ def test_event_loop_keeps_turning_while_the_model_runs(qtbot, studio, photo_file
     timer.timeout.connect(tick)
     last[0] = clock.elapsed()
     timer.start()
-    with qtbot.waitSignal(window.controller.replied, timeout=WAIT) as blocker:
-        window.chat.send("remove the noise")
+    run(lambda *_: finished.append(True))
+    qtbot.waitUntil(lambda: bool(finished), timeout=WAIT)
     timer.stop()
-    assert blocker.args[0].kind == "applied"
-    assert clock.elapsed() >= 1000 and len(gaps) > 50
-    assert max(gaps) < 50, f"the UI stalled for {max(gaps)} ms"
+    gaps.append(clock.elapsed() - last[0])  # up to the end: a stall that never let the timer tick counts too
+    return gaps
+
+
+def test_event_loop_keeps_turning_while_the_model_runs(qtbot, studio, photo_file):
+    """Inference on a pool thread: the UI timer keeps ticking while the (1 s) model runs.
+
+    Judged against the same probe with nothing running, so a loaded machine's own stalls do not fail it;
+    a restoration on the UI thread would stop the ticks for the whole second and still fails. The real
+    latency target (a few ms) is measured by bench/ui_latency.py, not here.
+    """
+    window = studio(fake(delay=1.0))
+    open_photo(qtbot, window, photo_file)
+    window.diagnosis.cancel()  # only the restoration runs in the measured second
+    idle = _probe_gaps(qtbot, lambda done: QTimer.singleShot(1000, done))
+    got = []
+
+    def instruct(done):
+        window.controller.replied.connect(done)
+        window.controller.replied.connect(got.append)
+        window.chat.send("remove the noise")
+
+    start = time.perf_counter()
+    busy = _probe_gaps(qtbot, instruct)
+    assert got and got[0].kind == "applied"
+    assert time.perf_counter() - start >= 1.0
+    bound = max(400, 2 * max(idle))  # a stall of the whole inference (>= 1000 ms) is far above it
+    assert max(busy) < bound, f"the UI stalled for {max(busy)} ms (idle, the same probe: {max(idle)} ms)"
+    assert np.median(busy) <= np.median(idle) + 10, (np.median(busy), np.median(idle))
 
 
 def test_clicking_a_message_jumps_to_that_state(qtbot, studio, photo_file):

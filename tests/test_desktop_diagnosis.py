@@ -1,0 +1,210 @@
+"""The Assistant says what the diagnosis sees and offers this photo's fixes (issue 16, item 3).
+
+The behaviour (timing, cancelling, clicks) is driven with a fake diagnosis that reads the noise of the
+pixels; the last tests run the engine's real ``engine.diagnose.diagnose`` on a clean and a noisy photo.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+from test_desktop import WAIT, open_photo, photo_file, replies, studio  # noqa: E402,F401
+
+from desktop.chat_panel import SUGGESTIONS  # noqa: E402
+from desktop.diagnosis import LOOKING, Purpose  # noqa: E402
+from engine.io.images import picture_from_array, save_image  # noqa: E402
+
+DEFAULT_LABELS = [label for label, _ in SUGGESTIONS]
+
+
+class FakeDiagnose:
+    """Noise read from the pixels (blind to smooth gradients); optionally slow, and it notices cancel."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls, self.cancelled, self.finished = [], [], []
+        self.lock = threading.Lock()
+
+    def __call__(self, rgb, *, path=None, cancel=None):
+        from engine.diagnose import Diagnosis, Kind, Problem
+
+        mean = float(rgb.mean())
+        with self.lock:
+            self.calls.append(mean)
+        deadline = time.monotonic() + self.delay
+        while time.monotonic() < deadline:
+            if cancel is not None and cancel.cancelled:
+                with self.lock:
+                    self.cancelled.append(mean)
+                cancel.raise_if_cancelled()
+            time.sleep(0.01)
+        noise = float(np.median(np.abs(np.diff(rgb, 2, axis=1)))) / 1.65  # ~sigma: MAD of a second difference
+        severity = round(min(1.0, max(0.0, (noise - 0.0135) / 0.135)), 3)  # the noisy test photo: 0.9
+        problems = ()
+        if severity >= 0.15:
+            text = "remove the noise" + (" a little" if severity < 0.5 else "")
+            problems = (Problem(Kind.NOISE, severity, f"grain of about {255 * noise:.0f}/255", text, 1.0),)
+        with self.lock:
+            self.finished.append(mean)
+        return Diagnosis(problems, rgb.shape[1], rgb.shape[0])
+
+
+def noisy_file(tmp_path, photo, name="noisy.png", sigma=0.15, seed=0):
+    rng = np.random.default_rng(seed)
+    noisy = np.clip(photo + rng.normal(0, sigma, photo.shape), 0, 1).astype(np.float32)
+    path = tmp_path / name
+    save_image(picture_from_array(noisy), path)
+    return path
+
+
+def labels(window):
+    return [c.text() for c in window.chat.chips]
+
+
+def notices(window):
+    return [b.text() for b in window.chat.bubbles() if b.role == "notice"]
+
+
+def test_the_photo_shows_first_and_the_diagnosis_follows(qtbot, studio, tmp_path, photo):  # noqa: F811
+    diagnose = FakeDiagnose(delay=1.5)
+    window = studio(diagnose=diagnose)
+    path = noisy_file(tmp_path, photo)
+    start = time.perf_counter()
+    with qtbot.waitSignal(window.controller.opened, timeout=WAIT):
+        window.open_path(path)
+    qtbot.waitUntil(lambda: window.view.has_image, timeout=WAIT)
+    shown = time.perf_counter() - start
+    assert not diagnose.finished, "the photo waited for its diagnosis"
+    assert shown < 1.5  # the diagnosis takes 1.5 s: the photo did not wait for it
+    assert labels(window) == DEFAULT_LABELS and window.chat.suggestions_title.text() == LOOKING
+    assert window.chat.input.hasFocus()
+
+    with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=WAIT) as blocker:
+        pass
+    assert blocker.args[1] is Purpose.OPENED
+    assert labels(window) == ["Remove noise"] and all(c.isEnabled() for c in window.chat.chips)
+    assert window.chat.suggestions_title.text() == "This photo looks noisy (strong)."
+    assert "grain of about" in window.chat.chips[0].toolTip() and "Ctrl+click" in window.chat.chips[0].toolTip()
+    said = notices(window)[-1]
+    assert said.startswith("What I see: this photo looks noisy (strong).") and "grain of about" in said
+
+
+def test_a_newer_photo_cancels_the_older_diagnosis(qtbot, studio, tmp_path, photo):  # noqa: F811
+    diagnose = FakeDiagnose(delay=3.0)
+    window = studio(diagnose=diagnose)
+    first = noisy_file(tmp_path, photo, "first.png")
+    second = tmp_path / "second.png"
+    save_image(picture_from_array(photo * 0.5), second)  # clean, and darker: another mean
+    seen = []
+    window.diagnosis.diagnosed.connect(lambda d, purpose: seen.append((d, purpose)))
+    open_photo(qtbot, window, first)
+    qtbot.waitUntil(lambda: len(diagnose.calls) == 1, timeout=WAIT)
+    open_photo(qtbot, window, second)
+    qtbot.waitUntil(lambda: len(seen) == 1, timeout=WAIT)
+    assert diagnose.cancelled == diagnose.calls[:1]  # the first photo's diagnosis stopped, unfinished
+    assert seen[0][0].clean and labels(window) == DEFAULT_LABELS
+    assert window.chat.suggestions_title.text() == "This photo looks fine: nothing worth fixing."
+    assert not any("noisy" in text for text in notices(window))  # nothing was said about the first photo
+
+
+def test_click_applies_modifier_click_edits_and_after_each_step_it_says_what_is_left(
+        qtbot, studio, tmp_path, photo):  # noqa: F811
+    diagnose = FakeDiagnose()
+    window = studio(diagnose=diagnose)
+    with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=WAIT):
+        open_photo(qtbot, window, noisy_file(tmp_path, photo))
+    chat = window.chat
+    assert labels(window) == ["Remove noise"]
+
+    for modifier in (Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier):
+        chat.input.clear()
+        qtbot.mouseClick(chat.chips[0], Qt.MouseButton.LeftButton, modifier)
+        assert chat.input.text() == "remove the noise" and chat.input.hasFocus()  # to edit first
+        assert not window.controller.busy and not window.document.steps  # nothing was sent
+    chat.input.clear()
+
+    with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=WAIT) as blocker:
+        qtbot.mouseClick(chat.chips[0], Qt.MouseButton.LeftButton)  # one click applies
+    assert [s.instruction for s in window.document.steps] == ["remove the noise"]
+    assert replies(window)[-1].reply.plan[0].intent == "noise"
+    diagnosis, purpose = blocker.args
+    assert purpose is Purpose.AFTER_STEP and not diagnosis.clean  # the fake denoiser halves the noise
+    assert notices(window)[-1].startswith("It still looks a little noisy (grain of about")
+    assert labels(window) == ["Remove noise a little"]
+
+    with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=WAIT) as blocker:
+        qtbot.mouseClick(chat.chips[0], Qt.MouseButton.LeftButton)
+    assert blocker.args[0].clean and notices(window)[-1] == "It looks fine now: nothing more worth fixing."
+    assert labels(window) == DEFAULT_LABELS
+
+    # Undo: the buttons follow the photo shown, silently.
+    said = len(notices(window))
+    with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=WAIT) as blocker:
+        window.undo_action.trigger()
+    assert blocker.args[1] is Purpose.REFRESH and labels(window) == ["Remove noise a little"]
+    assert len(notices(window)) == said
+
+
+def test_the_fix_button_of_the_notice_applies_the_whole_suggestion(qtbot, studio, tmp_path, photo):  # noqa: F811
+    window = studio(diagnose=FakeDiagnose())
+    with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=WAIT):
+        open_photo(qtbot, window, noisy_file(tmp_path, photo))
+    bubble = next(b for b in reversed(window.chat.bubbles()) if getattr(b, "action_button", None))
+    assert bubble.action_button.text() == "Fix it: “Remove the noise”"
+    with qtbot.waitSignal(window.controller.replied, timeout=WAIT) as blocker:
+        bubble.action_button.click()
+    assert blocker.args[0].kind == "applied" and window.document.steps[0].intent == "noise"
+
+    # The button of a photo closed since does not act on the one open now.
+    open_photo(qtbot, window, noisy_file(tmp_path, photo, "other.png", seed=1))
+    steps = window.document.steps
+    bubble.action_button.click()
+    assert window.document.steps == steps and not window.controller.busy
+    assert "opened before" in notices(window)[-1]
+
+
+# --- the engine's real diagnosis -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def coffee():
+    from skimage import data
+
+    return data.coffee().astype(np.float32) / 255.0
+
+
+def test_real_diagnosis_leaves_a_clean_photo_alone_and_offers_the_noise_fix(qtbot, studio, tmp_path, coffee):  # noqa: F811
+    pytest.importorskip("engine.diagnose")
+    window = studio()  # the default: engine.diagnose.diagnose, its model loaded once on the worker thread
+    clean, noisy = tmp_path / "coffee.png", tmp_path / "coffee-noisy.png"
+    save_image(picture_from_array(coffee), clean)
+    rng = np.random.default_rng(0)
+    save_image(picture_from_array(np.clip(coffee + rng.normal(0, 25 / 255, coffee.shape), 0, 1)), noisy)
+
+    with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=30_000) as blocker:
+        open_photo(qtbot, window, clean)
+    assert blocker.args[0].clean
+    assert labels(window) == DEFAULT_LABELS  # no fix suggested: the generic buttons stay
+    assert notices(window)[-1] == "This photo looks fine: nothing worth fixing."
+
+    start = time.perf_counter()
+    with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=30_000) as blocker:
+        with qtbot.waitSignal(window.controller.opened, timeout=WAIT):
+            window.open_path(noisy)
+        opened = time.perf_counter() - start
+    diagnosis = blocker.args[0]
+    assert diagnosis.main is not None and diagnosis.main.intent.value == "noise"
+    noise = next(c for c in window.chat.chips if c.instruction.startswith("remove the noise"))
+    assert "noisy" in window.chat.suggestions_title.text()
+    with qtbot.waitSignal(window.controller.replied, timeout=WAIT) as reply:
+        qtbot.mouseClick(noise, Qt.MouseButton.LeftButton)
+    assert reply.args[0].kind == "applied" and window.document.steps[0].intent == "noise"
+    assert opened < 5  # opening a 600 x 400 photo did not wait for anything
