@@ -104,6 +104,12 @@ def engine_diagnose(rgb, *, path=None, cancel: CancelToken | None = None):
     return diagnose(rgb, path=path, cancel=cancel)
 
 
+def _load_engine_model() -> None:
+    from engine.diagnose import default_model
+
+    default_model()
+
+
 class PhotoDiagnosis(QObject):
     """Diagnoses the document's photo in the background and turns the diagnosis into suggestions."""
 
@@ -133,6 +139,19 @@ class PhotoDiagnosis(QObject):
         self._settle.setInterval(SETTLE_MS)
         self._settle.timeout.connect(self._refresh)
         self._pending_refresh = False
+
+    def warm_up(self) -> None:
+        """Import the diagnosis and load its model now, in the background, so the first photo does not wait
+        for it (only for the engine's diagnosis; a failure shows when a photo is diagnosed)."""
+        if self.diagnose is not engine_diagnose:
+            return
+
+        def work(progress, cancel):
+            lower_priority()
+            _load_engine_model()
+
+        run_in_pool(work, on_failed=lambda message: log.warning("diagnosis model: %s", message), pool=self.pool,
+                    receiver=self)
 
     # --- requests -----------------------------------------------------------------------------
 

@@ -120,6 +120,7 @@ class MainWindow(QMainWindow):
                                            conversation=self.conversation)
         self.diagnosis = PhotoDiagnosis(self.document, self.conversation, diagnose=diagnose,
                                         busy=lambda: self.controller.busy, send=self.controller.send, parent=self)
+        self.diagnosis.warm_up()
         self.batch_dialog: BatchDialog | None = None
         self._closing = False
         self._last_model_error = ""
@@ -610,6 +611,7 @@ class MainWindow(QMainWindow):
     def show_shortcuts(self) -> None:
         self.prompts.show_text("Keyboard shortcuts", "\n".join((
             "Enter — send the instruction", "Esc — cancel the running edit",
+            "Click a suggestion — apply it    Ctrl+click / Shift+click — edit it before sending",
             "Ctrl+Z — undo    Ctrl+Shift+Z / Ctrl+Y — redo",
             "Ctrl+0 — fit    Ctrl+1 — 100 %    Ctrl+wheel or wheel — zoom    drag — pan",
             "Ctrl+D — before/after split    hold \\ — show the original",
