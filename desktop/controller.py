@@ -507,4 +507,7 @@ def describe_picture(path: Path, picture, session, *, recovered: bool = False) -
         text += " with " + ", ".join(extras)
     if session.steps:
         text += f"; {plural(len(session.steps), 'step')} " + ("recovered" if recovered else "restored from the session")
+        h, w = session.size_after()
+        if (w, h) != picture.size:
+            text += f", now {w} × {h}"  # an up-sampling step among them
     return text + "."

@@ -149,6 +149,7 @@ def test_upscaled_session_roundtrip_export_and_batch(qtbot, studio, photo_file, 
     np.testing.assert_array_equal(other.document.result(), result)
     qtbot.waitUntil(lambda: other.view.item.size() == (2.0 * W, 2 * H))
     assert "→ 128 × 96" in other.image_label.text()
+    assert any(m.text.endswith("1 step restored from the session, now 128 × 96.") for m in other.conversation.messages)
     np.testing.assert_array_equal(after_pixels(other), np.round(result * 255).reshape(2 * H, -1))
 
     # Export writes the larger photo, 16-bit, ICC and EXIF kept.
