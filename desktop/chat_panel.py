@@ -181,6 +181,8 @@ def _reply_html(reply: Reply) -> tuple[str, str]:
         head = f"<b style='color:{ERROR}'>✗</b> <b>Could not do that</b>"
     times = iter(reply.steps)
     lines = []
+    if reply.kind is ReplyKind.APPLIED and reply.message:  # "fix it": what the diagnosis saw and will do
+        lines.append(f"<span style='color:{MUTED}'>{esc(reply.message)}</span>")
     for n, p in enumerate(reply.plan, 1):
         prefix = f"{n}. " if len(reply.plan) > 1 else ""
         if p.actionable:

@@ -14,6 +14,7 @@ the chat panel only shows it.
 from __future__ import annotations
 
 import enum
+import importlib.util
 import itertools
 import os
 import time
@@ -31,6 +32,7 @@ from engine.edit.session import EditSession, NothingToDoError, SpireOptions, Ste
 from engine.edit.steps import UPSAMPLING_INTENT
 
 from .conversation import Conversation, NoticeKind
+from .diagnosis import engine_diagnose
 from .document import SESSION_SUFFIX, Document, load_session_file, save_session_file
 from .imaging import thumbnail, to_qimage
 from .model_provider import ModelProvider, ProviderState
@@ -96,6 +98,7 @@ class Outcome:
     display: QImage | None = None
     thumb: QImage | None = None
     seconds: float = 0.0
+    note: str = ""  # what "fix it" (auto) saw in the photo and will do
 
 
 class Eta:
@@ -137,11 +140,14 @@ class StudioController(QObject):
 
     def __init__(self, document: Document, provider: ModelProvider, queue: JobQueue | None = None,
                  parent: QObject | None = None, spire: SpireProvider | None = None,
-                 conversation: Conversation | None = None) -> None:
+                 conversation: Conversation | None = None, diagnose=None) -> None:
+        """``diagnose(rgb, path=..., cancel=...) -> Diagnosis`` plans instructions that name no problem
+        ("fix it", "auto"); default: ``engine.diagnose.diagnose``."""
         super().__init__(parent)
         self.document = document
         self.provider = provider
         self.spire = spire
+        self.diagnose = diagnose or engine_diagnose
         self.conversation = conversation if conversation is not None else Conversation(self)
         self.queue = queue or JobQueue(parent=self)
         self._eta: Eta | None = None
@@ -354,18 +360,29 @@ class InstructionRequest(_ControllerRequest):
         runners = self.controller.runners(clone, self.mode)
         self.revision = self.document.revision
         before = len(clone.steps)
-        text, mode, spire = self.text, self.mode, self.spire
+        text, mode, spire, diagnose = self.text, self.mode, self.spire, self.controller.diagnose
+        source = self.document.picture.source if self.document.picture is not None else None
 
         def work(progress, cancel):
             start = time.perf_counter()
+            run, note = text, ""
+            if mode is StepKind.INSTRUCTIR and _auto is not None:
+                AutoPlan, is_auto_instruction = _auto()  # noqa: N806 - a class
+
+                if is_auto_instruction(text):  # "fix it", "make it better": what the diagnosis suggests
+                    diagnosis = diagnose(clone.result(), path=None if clone.steps else source, cancel=cancel)
+                    auto = AutoPlan(diagnosis, diagnosis.instruction)
+                    run, note = auto.instruction, auto.message
+                    if not run:
+                        return Outcome([], clone.steps, 0, seconds=time.perf_counter() - start, note=note)
             try:
-                plan = clone.apply(text, runners, mode=mode, spire=spire, progress=progress, cancel=cancel)
+                plan = clone.apply(run, runners, mode=mode, spire=spire, progress=progress, cancel=cancel)
             except NothingToDoError as nothing:
-                return Outcome(nothing.plan, clone.steps, 0, seconds=time.perf_counter() - start)
+                return Outcome(nothing.plan, clone.steps, 0, seconds=time.perf_counter() - start, note=note)
             result = clone.result()
             display, thumb = to_qimage(result), thumbnail(result, 72)
             return Outcome(plan, clone.steps, len(clone.steps) - before, result, display, thumb,
-                           time.perf_counter() - start)
+                           time.perf_counter() - start, note)
 
         return work
 
@@ -375,9 +392,10 @@ class InstructionRequest(_ControllerRequest):
     def finished(self, outcome: Outcome) -> None:
         rid, text = self.request_id, self.text
         if not outcome.added:
-            messages = [p.message for p in outcome.plan if p.message] or ["Nothing to change."]
+            messages = [p.message for p in outcome.plan if p.message] or \
+                ([] if outcome.note else ["Nothing to change."])
             self.controller.reply(Reply(rid, text, ReplyKind.NOTHING, outcome.plan, outcome.seconds,
-                                        " ".join(messages)))
+                                        " ".join([outcome.note, *messages]).strip()))
             return
         new = outcome.steps[-outcome.added:]
         stale = self.document.revision != self.revision
@@ -390,7 +408,7 @@ class InstructionRequest(_ControllerRequest):
         size = None
         if outcome.result is not None and outcome.result.shape[:2] != self.document.session.original.shape[:2]:
             size = (outcome.result.shape[1], outcome.result.shape[0])
-        self.controller.reply(Reply(rid, text, ReplyKind.APPLIED, outcome.plan, outcome.seconds,
+        self.controller.reply(Reply(rid, text, ReplyKind.APPLIED, outcome.plan, outcome.seconds, outcome.note,
                                     thumbnail=outcome.thumb, token=command.token, stale_merge=stale, steps=new,
                                     size=size))
 
@@ -399,6 +417,17 @@ class InstructionRequest(_ControllerRequest):
 
     def cancelled(self) -> None:
         self.controller.reply(Reply(self.request_id, self.text, ReplyKind.CANCELLED, message=CANCELLED))
+
+
+def _auto_names():
+    """``engine.diagnose.auto``'s AutoPlan and is_auto_instruction (imported on a worker thread)."""
+    from engine.diagnose.auto import AutoPlan, is_auto_instruction
+
+    return AutoPlan, is_auto_instruction
+
+
+#: "fix it" and "auto" are planned from the diagnosis where the engine has one (otherwise the planner reads them).
+_auto = _auto_names if importlib.util.find_spec("engine.diagnose") is not None else None
 
 
 class RecomputeRequest(_ControllerRequest):

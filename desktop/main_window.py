@@ -117,7 +117,7 @@ class MainWindow(QMainWindow):
         self.document = Document(self)
         self.conversation = Conversation(self)
         self.controller = StudioController(self.document, provider, parent=self, spire=self.spire,
-                                           conversation=self.conversation)
+                                           conversation=self.conversation, diagnose=diagnose)
         self.diagnosis = PhotoDiagnosis(self.document, self.conversation, diagnose=diagnose,
                                         busy=lambda: self.controller.busy, send=self.controller.send, parent=self)
         self.diagnosis.warm_up()

@@ -171,6 +171,26 @@ def test_the_fix_button_of_the_notice_applies_the_whole_suggestion(qtbot, studio
     assert "opened before" in notices(window)[-1]
 
 
+def test_fix_it_applies_what_the_diagnosis_suggests_and_leaves_a_clean_photo_alone(
+        qtbot, studio, tmp_path, photo):  # noqa: F811
+    from test_desktop import type_instruction
+
+    window = studio(diagnose=FakeDiagnose())
+    open_photo(qtbot, window, noisy_file(tmp_path, photo))
+    reply = type_instruction(qtbot, window, "fix it")
+    assert reply.kind == "applied" and [s.intent for s in window.document.steps] == ["noise"]
+    assert reply.message == "Auto: This photo looks noisy (strong). Doing: Remove the noise"
+    assert reply.message in replies(window)[-1].text()
+
+    clean = tmp_path / "clean.png"
+    save_image(picture_from_array(photo), clean)
+    open_photo(qtbot, window, clean)
+    reply = type_instruction(qtbot, window, "make it better please")
+    assert reply.kind == "nothing" and not window.document.steps
+    assert reply.message == "Auto: This photo looks fine: nothing worth fixing. Nothing was changed."
+    assert reply.message in replies(window)[-1].text()
+
+
 # --- the engine's real diagnosis -------------------------------------------------------------------------------
 
 
