@@ -615,3 +615,14 @@ def test_a_24_megapixel_layer_stays_within_the_server_memory_budget(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_whole_image_pass_reports_percentages_not_one_step(tmp_path, tiny_model_dir):
+    """Progress comes per strip of the network's pass, so a mid-sized layer moves the bar many times."""
+    with EngineServer(model=str(tiny_model_dir), device="cpu", state_file=tmp_path / "s.json", preload=False) as srv:
+        seen = []
+        img = np.random.default_rng(4).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+        _client(srv).restore(img.tobytes(), 320, 240, 3, "u8", "remove the noise", on_progress=seen.append)
+    done = [m["done"] for m in seen if m["stage"] == Stage.RESTORING and m["total"] == 1000]
+    assert done[-1] == 1000 and len(set(done)) >= 5, done
+    assert done == sorted(done)
