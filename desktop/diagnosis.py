@@ -68,7 +68,7 @@ def suggestions_for(diagnosis) -> list[Suggestion]:
         return []
     out = []
     if len(fix) > 1:
-        out.append(Suggestion(f"Fix all {len(fix)}", diagnosis.instruction,
+        out.append(Suggestion("Fix both" if len(fix) == 2 else f"Fix all {len(fix)}", diagnosis.instruction,
                               f"“{diagnosis.instruction}”\n{EDIT_HINT}"))
     for p in sorted(fix, key=lambda p: [s.intent for s in diagnosis.steps].index(p.intent)):
         label = LABELS.get(p.intent.value, p.intent.value.capitalize())
@@ -210,6 +210,8 @@ class PhotoDiagnosis(QObject):
         def failed(message: str) -> None:
             if generation == self._generation:
                 log.warning("diagnosis failed: %s", message)
+                if self.last is None:
+                    self.suggestionsChanged.emit([], "")  # not "Looking at the photo…" forever: the generic ones
 
         run_in_pool(work, on_finished=done, on_failed=failed, pool=self.pool, receiver=self)
         return generation

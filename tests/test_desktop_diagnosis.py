@@ -191,6 +191,39 @@ def test_fix_it_applies_what_the_diagnosis_suggests_and_leaves_a_clean_photo_alo
     assert reply.message in replies(window)[-1].text()
 
 
+def test_several_problems_offer_the_whole_fix_first_then_each_in_the_order_they_are_applied():
+    from desktop.diagnosis import describe, suggestions_for
+    from engine.diagnose import Diagnosis, Kind, Problem
+
+    d = Diagnosis((Problem(Kind.LOW_LIGHT, 0.9, "under-exposed: average brightness 8%", "brighten it", 1.0),
+                   Problem(Kind.NOISE, 0.4, "grain of about 9/255 in flat areas", "remove the noise a little", 0.5)),
+                  640, 480)
+    buttons = suggestions_for(d)
+    assert [(b.label, b.instruction) for b in buttons] == [
+        ("Fix both", "Remove the noise a little and brighten it"),
+        ("Remove noise a little", "remove the noise a little"), ("Brighten", "brighten it")]
+    assert "under-exposed" in buttons[2].tip and "Ctrl+click" in buttons[0].tip
+    said = describe(d, Purpose.OPENED).splitlines()
+    assert said[0] == "What I see: this photo looks dark (strong) and a little noisy."
+    assert said[1:3] == ["• dark (strong): under-exposed: average brightness 8%",
+                         "• a little noisy: grain of about 9/255 in flat areas"]
+
+
+def test_a_failing_diagnosis_leaves_the_generic_buttons_and_says_nothing(qtbot, studio, photo_file):  # noqa: F811
+    calls = []
+
+    def broken(rgb, *, path=None, cancel=None):
+        calls.append(1)
+        raise ValueError("the diagnosis model does not match its features")
+
+    window = studio(diagnose=broken)
+    said = len(window.conversation)
+    open_photo(qtbot, window, photo_file)
+    qtbot.waitUntil(lambda: calls and window.chat.suggestions_title.text() == "", timeout=WAIT)
+    assert labels(window) == DEFAULT_LABELS and all(c.isEnabled() for c in window.chat.chips)
+    assert len(window.conversation) == said + 1  # only "Opened photo.png…"
+
+
 # --- the engine's real diagnosis -------------------------------------------------------------------------------
 
 
@@ -206,8 +239,10 @@ def test_real_diagnosis_leaves_a_clean_photo_alone_and_offers_the_noise_fix(qtbo
     window = studio()  # the default: engine.diagnose.diagnose, its model loaded once on the worker thread
     clean, noisy = tmp_path / "coffee.png", tmp_path / "coffee-noisy.png"
     save_image(picture_from_array(coffee), clean)
-    rng = np.random.default_rng(0)
-    save_image(picture_from_array(np.clip(coffee + rng.normal(0, 25 / 255, coffee.shape), 0, 1)), noisy)
+    from engine.training import degradations
+
+    save_image(picture_from_array(degradations.gaussian_noise(coffee, np.random.default_rng(2), sigma=30).image),
+               noisy)  # the noise the engine's own tests expect it to name
 
     with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=30_000) as blocker:
         open_photo(qtbot, window, clean)
