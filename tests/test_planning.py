@@ -144,6 +144,13 @@ def test_explicit_order_is_followed_and_marked():
         assert {s.ordered_by for s in steps} == {"text"}, text
 
 
+def test_once_ordered_the_whole_instruction_runs_in_text_order():
+    assert intents(plan("brighten, denoise, and then sharpen")) == ["low-light", "noise", "blur"]
+    # the request's place counts, not where the problem was first described
+    assert intents(plan("it is grainy and the colours are dull. fix the colours and then denoise")) == [
+        "enhancement", "noise"]
+
+
 def test_without_an_order_the_default_order_applies():
     steps = plan("brighten it and remove the noise and the rain")
     assert intents(steps) == [c for c in DEFAULT_ORDER if c in ("low-light", "noise", "rain")]
@@ -156,6 +163,11 @@ def test_degree_words_stay_with_their_step():
     assert {s.intent: s.strength for s in steps} == {"low-light": 0.5, "noise": 1.0}
     steps = plan("dehaze it, not too much")
     assert [(s.intent, s.strength) for s in steps] == [("haze", 0.5)]
+    head = KeywordHead()
+    steps = plan("derain the street, but gently", head)
+    assert [(s.intent, s.strength) for s in steps] == [("rain", 0.5)]
+    assert head.calls == ["derain the street"]  # a lone degree needs no model
+    assert [s.strength for s in plan("denoise it, at 40%")] == [0.4]
     steps = plan("it's dark and grainy, fix both slightly")
     assert {s.intent: s.strength for s in steps} == {"low-light": 0.5, "noise": 0.5}
 

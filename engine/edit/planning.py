@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from engine.edit.lexicon import Lexicon, load_lexicon
-from engine.edit.prompts import parse_degree, parse_strength
+from engine.edit.prompts import DEGREES, parse_degree, parse_strength
 
 __all__ = ["DEFAULT_ORDER", "EmptyInstructionError", "PlannedStep", "parse_strength", "plan_instruction",
            "split_instruction"]
@@ -142,6 +142,10 @@ _REQUEST = re.compile(
     re.IGNORECASE)
 _REPEAT_NOT = re.compile(r"\b(?:make|makes|making|get|gets|look|looks|be|become|bring|back|feel)\b[^,.;]*\bagain\b"
                          r"|\btwice (?:as|the)\b", re.IGNORECASE)
+_DEGREE_WORDS = re.compile("|".join([*(rf"\b(?:{p})\b" for p, _ in DEGREES),
+                                     r"\b\d{1,3}(?:\.\d+)?\s*(?:%|percent\b|per cent\b)",
+                                     r"\b(?:at|with|using|a)?\s*(?:strength|amount|intensity|level)\s*(?:of|=|:|at|to)?"
+                                     r"\s*\d*\.?\d+"]), re.IGNORECASE)
 _THRICE = re.compile(r"\b(?:thrice|three times|3 times)\b", re.IGNORECASE)
 _PRONOUN = re.compile(r"\b(?:it|them|this|that|those|these|both|everything)\b", re.IGNORECASE)
 _DO_AGAIN = re.compile(r"^(?:(?:and|then|please)\s+)*(?:do|run|apply|repeat)\b", re.IGNORECASE)
@@ -231,9 +235,11 @@ def _read(clause: _Clause, intent, lex: Lexicon, no_op: tuple[str, ...], min_con
     if _NEGATION.search(words) and not _WITHOUT_NOUN.match(words):
         reading.kind, reading.intents = "negated", strong
         return reading
-    if intent is None:  # filler / generic: decided without the head
+    if intent is None:  # filler / generic / a lone degree: decided without the head
         if lex.is_filler(words):
             reading.kind = "filler"
+        elif _degree_only(words, lex):
+            reading.kind = "qualifier"  # "..., lightly": qualifies the step before it
         elif reading.repeat and _DO_AGAIN.match(words):
             reading.kind = "repeat-last"
         else:
@@ -265,6 +271,15 @@ def _read(clause: _Clause, intent, lex: Lexicon, no_op: tuple[str, ...], min_con
     return reading
 
 
+def _degree_only(words: str, lex: Lexicon) -> bool:
+    """A clause that is nothing but a degree ("gently", "but not too much", "at 40%")."""
+    if parse_degree(words) is None:
+        return False
+    rest = _DEGREE_WORDS.sub(" ", words)
+    rest = re.sub(r"\b(?:but|and|just|only|please|do it|though|not|at|by|to|with)\b", " ", rest)
+    return lex.is_filler(rest)
+
+
 def _needs_head(clause: _Clause, corrected: str, lex: Lexicon) -> bool:
     """False for filler and for generic requests / back-references that name no problem ("fix both")."""
     words = corrected.lower()
@@ -273,6 +288,8 @@ def _needs_head(clause: _Clause, corrected: str, lex: Lexicon) -> bool:
     if lex.hits(words):
         return True
     if _DO_AGAIN.match(words) and lex.repeat.search(words):
+        return False
+    if _degree_only(words, lex):
         return False
     n = len(re.findall(r"\w+", words))
     return not ((lex.backref.search(words) or lex.generic.search(words)) and n <= 8)
@@ -304,16 +321,18 @@ class _Problem:
 
 
 def _ranks(readings: list[_Reading]) -> tuple[list[float], bool]:
-    """A sequence rank per clause and whether the text gave any order."""
+    """A sequence rank per clause and whether the text gave any order.
+
+    Once the text orders anything, the whole instruction is read in text order
+    ("brighten, denoise, and then sharpen"), adjusted by "first", "before" and "after".
+    """
     ranks: list[float] = []
     explicit = False
-    group = 0.0
     for i, r in enumerate(readings):
         c = r.clause
         if i and (_SEQ_IN_LEAD.search(c.lead) or _SEQUENCE_LEAD.match(c.text)):
-            group = max(max(ranks), group) + 1
             explicit = True
-        rank = group
+        rank = float(i)
         if _FIRST.search(c.text) and not _FIRST_NOT.search(c.text):
             rank, explicit = -1000.0 + i, True
         ranks.append(rank)
@@ -409,7 +428,10 @@ def plan_instruction(text: str, model: Understands, *, no_op_classes: tuple[str,
                 if intent in excluded:
                     continue
                 if intent in by_intent and not (r.repeat or r.twice):
-                    by_intent[intent].readings.append(r)
+                    known = by_intent[intent]
+                    if r.request and not any(x.request for x in known.readings):
+                        known.rank = rank  # sequencing words go with the request, not with the description
+                    known.readings.append(r)
                     continue
                 p = _Problem(intent, [r], rank)
                 problems.append(p)
