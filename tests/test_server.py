@@ -626,3 +626,32 @@ def test_a_whole_image_pass_reports_percentages_not_one_step(tmp_path, tiny_mode
     done = [m["done"] for m in seen if m["stage"] == Stage.RESTORING and m["total"] == 1000]
     assert done[-1] == 1000 and len(set(done)) >= 5, done
     assert done == sorted(done)
+
+
+def test_a_server_from_another_protocol_version_is_replaced(tmp_path, monkeypatch):
+    """After an upgrade the plug-in finds the old server still up: it stops it and starts the new one."""
+    path = tmp_path / "s.json"
+    old = EngineServer(state_file=path, restorer_factory=Factory(), preload=False).start()
+    runner = threading.Thread(target=old.serve_forever)
+    runner.start()
+    started = []
+
+    class Spawned:
+        def poll(self):
+            return None
+
+    def spawn(python, state_file, **kwargs):
+        started.append(EngineServer(state_file=state_file, restorer_factory=Factory(), preload=False).start())
+        return Spawned()
+
+    monkeypatch.setattr(protocol, "spawn_server", spawn)
+    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", protocol.PROTOCOL_VERSION + 1)  # the plug-in is newer
+    try:
+        client = protocol.ensure_server(path, sys.executable, timeout=20)
+        runner.join(10)
+        assert not runner.is_alive()  # the old server was asked to stop, and did
+        assert started and client.port == started[0].port != old.port
+    finally:
+        for srv in started:
+            srv.close()
+        old.close()

@@ -47,7 +47,7 @@ from pathlib import Path
 from engine.errors import StudioError
 from engine.serve import protocol
 from engine.serve.layers import WireLayer
-from engine.serve.protocol import HOST, Code, ConnectionClosed, ProtocolError, Stage
+from engine.serve.protocol import HOST, PROTOCOL_VERSION, Code, ConnectionClosed, ProtocolError, Stage
 from engine.serve.state import AlreadyRunningError, JobQueue, Lifetime, StateLock, write_state
 
 log = logging.getLogger("instructir.server")
@@ -162,7 +162,7 @@ class EngineServer:
             raise
         self.port = self._tcp.server_address[1]
         write_state(self.state_file, {
-            "port": self.port, "token": self.token, "pid": os.getpid(), "version": protocol.PROTOCOL_VERSION,
+            "port": self.port, "token": self.token, "pid": os.getpid(), "version": PROTOCOL_VERSION,
             "model": self.model, "device": self.device, "started": time.time()})
         log.info("engine server on %s:%d (state %s)", HOST, self.port, self.state_file)
         self._thread = threading.Thread(target=self._tcp.serve_forever, kwargs={"poll_interval": 0.2},
@@ -312,7 +312,7 @@ class EngineServer:
             return
         if kind == "ping":
             protocol.send_message(conn, {
-                "type": "pong", "version": protocol.PROTOCOL_VERSION, "pid": os.getpid(), "model": self.model,
+                "type": "pong", "version": PROTOCOL_VERSION, "pid": os.getpid(), "model": self.model,
                 "loaded": [k[0] for k in self._restorers], "spire_loaded": self._spire is not None,
                 "modes": list(protocol.MODES), "jobs_done": self.jobs_done, "loads": self.loads,
                 "running": self._jobs.running, "queued": self._jobs.waiting, "idle_exit": self.idle_exit})
@@ -321,7 +321,7 @@ class EngineServer:
             log.info("stop requested")
             self.shutdown()
         elif kind == "restore":
-            if header.get("version") != protocol.PROTOCOL_VERSION:
+            if header.get("version") != PROTOCOL_VERSION:
                 _try_send(conn, protocol.error_frame(
                     Code.VERSION, "the GIMP plug-in and the engine server are from different versions of "
                                   "InstructIR Studio: run 'instructir gimp-install' again and restart GIMP"))
