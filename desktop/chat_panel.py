@@ -498,8 +498,9 @@ class ChatPanel(QWidget):
             self._fill_reply(bubble, message.reply)
         else:
             colour = {NoticeKind.ERROR: ERROR, NoticeKind.WARNING: WARNING}.get(message.kind, MUTED)
-            label = bubble.add_label(html.escape(message.text), rich=True)
-            label.setStyleSheet(f"color: {colour};")
+            label = bubble.add_label(html.escape(message.text).replace("\n", "<br>"), rich=True)
+            if message.kind is not NoticeKind.ADVICE:
+                label.setStyleSheet(f"color: {colour};")
             if message.action is not None:
                 button = QPushButton(message.action[0])
                 button.clicked.connect(message.action[1])

@@ -27,6 +27,7 @@ class NoticeKind(str, enum.Enum):
     INFO = "info"
     WARNING = "warning"
     ERROR = "error"
+    ADVICE = "advice"  # what the diagnosis sees in the photo: shown in the text colour, not muted
 
 
 @dataclass(eq=False)

@@ -23,7 +23,7 @@ from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from engine.jobs import CancelToken
 
-from .conversation import Conversation
+from .conversation import Conversation, NoticeKind
 from .document import Document
 from .workers import lower_priority, run_in_pool
 
@@ -233,7 +233,7 @@ class PhotoDiagnosis(QObject):
             action = None
             if purpose is Purpose.OPENED and diagnosis.instruction and self.send is not None:
                 action = (f"Fix it: “{diagnosis.instruction}”", self._sender(diagnosis.instruction))
-            self.conversation.add_notice(text, action=action)
+            self.conversation.add_notice(text, NoticeKind.ADVICE, action=action)
         self.diagnosed.emit(diagnosis, purpose)
 
     def _sender(self, instruction: str) -> Callable[[], None]:
