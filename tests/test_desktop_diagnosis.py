@@ -219,7 +219,7 @@ def test_a_failing_diagnosis_leaves_the_generic_buttons_and_says_nothing(qtbot, 
     window = studio(diagnose=broken)
     said = len(window.conversation)
     open_photo(qtbot, window, photo_file)
-    qtbot.waitUntil(lambda: calls and window.chat.suggestions_title.text() == "", timeout=WAIT)
+    qtbot.waitUntil(lambda: bool(calls) and window.chat.suggestions_title.text() == "", timeout=WAIT)
     assert labels(window) == DEFAULT_LABELS and all(c.isEnabled() for c in window.chat.chips)
     assert len(window.conversation) == said + 1  # only "Opened photo.png…"
 
