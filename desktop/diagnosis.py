@@ -128,7 +128,6 @@ class PhotoDiagnosis(QObject):
         self.diagnose = diagnose or engine_diagnose
         self.busy = busy
         self.send = send
-        self.enabled = True
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(1)  # one at a time; a newer request cancels the older one
         self.last = None  # the Diagnosis shown now
@@ -138,7 +137,6 @@ class PhotoDiagnosis(QObject):
         self._settle.setSingleShot(True)
         self._settle.setInterval(SETTLE_MS)
         self._settle.timeout.connect(self._refresh)
-        self._pending_refresh = False
 
     def warm_up(self) -> None:
         """Import the diagnosis and load its model now, in the background, so the first photo does not wait
@@ -185,7 +183,7 @@ class PhotoDiagnosis(QObject):
         if self._token is not None:
             self._token.cancel()
         doc = self.document
-        if not self.enabled or not doc.is_open:
+        if not doc.is_open:
             self._token = None
             return self._generation
         token = self._token = CancelToken()
