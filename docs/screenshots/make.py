@@ -3,8 +3,10 @@
     python docs/screenshots/make.py                 # starts Xvfb itself (xvfb-run) when there is no display
     python docs/screenshots/make.py --out /tmp/shots
 
-Writes main-window.png (a photo with one instruction, before/after split), compound.png (a finished
-compound instruction: the reply with each step and the History rows), batch.png and settings.png.
+Writes diagnosis.png (a photo just opened: what the diagnosis sees and the suggestions for it),
+main-window.png (a photo with one instruction, before/after split), compound.png (a finished compound
+instruction: the reply with each step and the History rows), upscale.png (a small photo up-scaled 2x,
+the original enlarged left of the split), batch.png and settings.png.
 Uses the bundled model on resources/samples/astronaut_noisy.png, with settings in a temporary folder
 (nothing of the user's is read or written). Look at the pictures before committing them.
 """
@@ -84,11 +86,17 @@ def main(argv=None) -> int:
         window = MainWindow(settings, provider, autosave=False)
         window.resize(*SIZE)
         window.show()
+        seen = []  # diagnoses shown (after opening, after each instruction)
+        window.diagnosis.diagnosed.connect(lambda d, _purpose: seen.append(d))
         window.open_path(args.photo)
         wait(lambda: window.document.is_open and not window.controller.busy)
+        wait(lambda: seen, timeout=120.0, settle=0.6)
+        print(f"diagnosis: {window.diagnosis.last.suggestion if window.diagnosis.last else 'none'}")
+        window.grab().save(str(out / "diagnosis.png"))
 
         reply = send("remove the noise")
         print(f"main window: {reply.kind} {reply.message}")
+        wait(lambda: len(seen) >= 2, timeout=60.0)  # what still looks wrong after it
         window.set_compare(True)
         window.view.set_split(0.5)
         wait(lambda: True, settle=0.6)
@@ -100,6 +108,24 @@ def main(argv=None) -> int:
         print(f"compound: {reply.kind}, {len(reply.steps)} steps {reply.message}")
         wait(lambda: True, settle=0.6)
         window.grab().save(str(out / "compound.png"))
+
+        from engine.io.images import load_image, save_image  # a small photo to enlarge: a quarter of the sample
+
+        small = Path(tmp) / "astronaut_small.png"
+        picture = load_image(args.photo)
+        h, w = picture.rgb.shape[:2]
+        save_image(picture.with_rgb(picture.rgb[h // 8: h // 8 + h // 2, w // 4: w // 4 + w // 2]), small)
+        window.document.stack.setClean()  # nothing to ask about: the edits above were for the pictures
+        window.open_path(small)
+        wait(lambda: window.document.path == small and not window.controller.busy)
+        reply = send("upscale it 2x")
+        print(f"upscale: {reply.kind} {reply.size} {reply.message}")
+        window.set_compare(True)
+        window.view.set_split(0.5)
+        window.actual_action.trigger()
+        wait(lambda: True, settle=0.6)
+        window.grab().save(str(out / "upscale.png"))
+        window.set_compare(False)
 
         batch = window.show_batch()
         batch.add_paths([ROOT / "resources" / "samples"])
