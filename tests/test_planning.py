@@ -88,6 +88,14 @@ def test_description_and_request_of_one_problem_are_one_step_with_the_users_word
     assert steps[0].strength == 0.5  # the request's degree
 
 
+def test_a_pronoun_request_belongs_to_the_one_problem_described():
+    steps = plan("the portrait is foggy, clear it up a little")  # the keyword head knows nothing of "clear it up"
+    assert [(s.intent, s.strength, s.text) for s in steps] == [
+        ("haze", 0.5, "the portrait is foggy, clear it up a little")]
+    steps = plan("the portrait is foggy, add a hat to it")
+    assert [(s.intent, s.actionable) for s in steps] == [("haze", True), ("unrelated", False)]
+
+
 def test_back_references_keep_every_problem_described():
     for ref in ("fix both", "sort them out", "deal with all of that", "fix everything", "handle it all"):
         steps = plan(f"the garden shot is foggy and has rain in it, {ref}")
@@ -169,6 +177,8 @@ def test_degree_words_stay_with_their_step():
     assert head.calls == ["derain the street"]  # a lone degree needs no model
     assert [s.strength for s in plan("denoise it, at 40%")] == [0.4]
     steps = plan("it's dark and grainy, fix both slightly")
+    assert {s.intent: s.strength for s in steps} == {"low-light": 0.5, "noise": 0.5}
+    steps = plan("it's dark and grainy, fix both, gently please")
     assert {s.intent: s.strength for s in steps} == {"low-light": 0.5, "noise": 0.5}
 
 

@@ -298,6 +298,8 @@ def _needs_head(clause: _Clause, corrected: str, lex: Lexicon) -> bool:
 def _prime(model, texts: list[str]) -> None:
     """Embed all clauses in one batch when the model exposes its encoder (the Restorer does): 2-3x faster."""
     encoder = getattr(model, "encoder", None)
+    known = getattr(model, "_embeddings", None) or {}  # the Restorer's own per-instruction cache
+    texts = [t for t in texts if t.strip() not in known]
     if len(texts) > 1 and callable(getattr(encoder, "encode", None)):
         try:
             encoder.encode(texts)
@@ -405,8 +407,9 @@ def plan_instruction(text: str, model: Understands, *, no_op_classes: tuple[str,
                 readings[i] = _read(c, model.understand(c.text), lex, no_op_classes, min_confidence, corrected[i])
     named = [r for r in readings if r.kind == "problem" and r.strong]
     for r, rank in zip(readings, ranks):
-        if (r.kind in ("problem", "unsure") and not r.strong and r.request and not (r.repeat or r.twice)
-                and _PRONOUN.search(r.clause.text) and any(o is not r for o in named)):
+        if (r.kind in ("problem", "unsure", "unrelated") and not r.strong and r.request and not (r.repeat or r.twice)
+                and _PRONOUN.search(r.clause.text) and any(o is not r for o in named)
+                and not lex.not_restoration.search(r.clause.text)):
             r.kind = "generic"  # "..., please smooth it": a request about the problem described, by pronoun
             generic.append(r)
             continue
@@ -445,6 +448,12 @@ def plan_instruction(text: str, model: Understands, *, no_op_classes: tuple[str,
             generic.append(r)
         elif r.kind in ("unrelated", "unsure", "negated"):
             notes.append(r)
+    for i in sorted(qualifiers):  # "fix both, gently": the degree goes to what "fix both" refers to
+        j = i - 1
+        while j >= 0 and readings[j].kind == "filler":
+            j -= 1
+        if j >= 0 and readings[j].kind == "generic" and readings[j].degree is None:
+            readings[j].degree = qualifiers.pop(i)
     for g in generic:  # a back-reference names nothing new: its degree (if any) goes to what it refers to
         if len(problems) == 1:
             problems[0].readings.append(g)  # "it's grainy, please smooth it": the request's words are the step's too
@@ -464,7 +473,8 @@ def plan_instruction(text: str, model: Understands, *, no_op_classes: tuple[str,
 
     steps: list[PlannedStep] = []
     for p in problems:
-        words = _joined(text, [r for r in p.readings if r.kind != "generic"] or p.readings)
+        # a back-reference's words ("fix both") belong to a step only when it is the one problem referred to
+        words = _joined(text, [r for r in p.readings if r.kind != "generic" or len(problems) == 1] or p.readings)
         strength = _strength(p, qualifiers)
         step = PlannedStep(words, p.intent, p.confidence(), strength, strength > 0,
                            "" if strength > 0 else f"'{words}' asks for zero strength; nothing was changed.",
