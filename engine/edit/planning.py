@@ -315,7 +315,6 @@ class _Problem:
     intent: str
     readings: list[_Reading]
     rank: float
-    repeat_of: int | None = None
 
     def confidence(self) -> float:
         return max(r.confidence.get(self.intent, 0.0) for r in self.readings if r.confidence) if any(
