@@ -14,6 +14,15 @@ the model loaded, so only the first run pays for loading it, and exits a few
 minutes after the last run. Layers travel in bands read from and written to
 GEGL as they go, so neither side ever holds a whole copy.
 
+When the dialog opens it shows what the engine sees in the active layer (or the
+selected part of it): "This layer looks noisy (strong) and a little dark", each
+problem's reason, and the suggested instruction, which goes into the
+instruction field when that is empty. The diagnosis runs beside the dialog (a
+worker thread talks to the engine; the few regions it reads are taken from the
+layer on GTK's main loop, a few rows at a time), so the dialog appears at once
+and is never held up by it. Run non-interactively with an empty instruction,
+the filter applies the diagnosis' suggestion.
+
 The optional SPIRE diffusion mode (``mode`` = spire, with an optional
 ``semantic`` description of the image) runs on the same server when an
 adapter is installed there; otherwise the server says why it cannot.
@@ -24,6 +33,7 @@ Only the standard library and GIMP's own gi modules are used (no numpy).
 import json
 import os
 import sys
+import threading
 
 import gi
 
@@ -42,7 +52,10 @@ except ImportError:  # running from a source checkout
 PROC_NAME = "plug-in-instructir"
 RECORD_FILE = os.path.join(HERE, "instructir.json")
 TRACE_ENV = "INSTRUCTIR_GIMP_TRACE"
-DEFAULT_INSTRUCTION = "remove the noise"
+#: Empty: the dialog fills in the diagnosis' suggestion (a script's empty instruction applies it too).
+DEFAULT_INSTRUCTION = ""
+#: Source rows read from the layer per main-loop turn while the dialog's diagnosis runs.
+DIAGNOSIS_ROWS_PER_TURN = 32
 MAX_LAYER_NAME = 64
 DEVICES = (("auto", "Automatic (GPU when available)"), ("cpu", "CPU"), ("cuda", "NVIDIA GPU (CUDA)"),
            ("mps", "Apple GPU (MPS)"))
@@ -121,16 +134,22 @@ class Progress:
             Gimp.progress_pulse()  # nothing measurable yet (loading, queued): show activity
 
 
+def server_args(record, model, device):
+    """The ``instructir serve`` arguments a server started from here gets."""
+    args = ["--idle-exit", str(record.get("idle_exit", DEFAULT_IDLE_EXIT))]
+    if model or record.get("model"):
+        args += ["--model", model or record.get("model")]
+    if device or record.get("device"):
+        args += ["--device", device or record.get("device")]
+    return args
+
+
 def connect(record, model, device):
     state_file = protocol.state_path(record.get("state_file"))
     if not state_file:
         raise PluginError("The InstructIR plug-in is not set up: run 'instructir gimp-install' in the "
                           "environment that has the InstructIR engine, then restart GIMP.")
-    args = ["--idle-exit", str(record.get("idle_exit", DEFAULT_IDLE_EXIT))]
-    if model:
-        args += ["--model", model]
-    if device:
-        args += ["--device", device]
+    args = server_args(record, model, device)
 
     def waiting(seconds):
         Gimp.progress_set_text(f"InstructIR: starting the engine ({seconds:.0f} s)\u2026")
@@ -251,6 +270,200 @@ class UndoGroup:
             _trace("undo_group_end", ok=bool(self.image.undo_group_end()))
 
 
+# --- diagnosis -------------------------------------------------------------------------------------
+
+
+def region_reader(drawable, rect, fmt, pixel_bytes):
+    """``read(x, y, w, h, step)`` of the diagnose request over ``rect`` of ``drawable``: the pixels
+    ``x + i * step`` of the rows ``y + j * step``, read from GEGL (a block at once, or row by row when
+    sub-sampling) and thinned with byte slicing."""
+    source = drawable.get_buffer()
+    rx, ry = rect[0], rect[1]
+
+    def read(x, y, w, h, step):
+        if step == 1:
+            return bytes(source.get(Gegl.Rectangle.new(rx + x, ry + y, w, h), 1.0, fmt, Gegl.AbyssPolicy.NONE))
+        span = (w - 1) * step + 1
+        out = bytearray()
+        for j in range(h):
+            row = source.get(Gegl.Rectangle.new(rx + x, ry + y + j * step, span, 1), 1.0, fmt,
+                             Gegl.AbyssPolicy.NONE)
+            out += protocol.subsample(row, pixel_bytes, 0, step, w)
+        return bytes(out)
+
+    return read
+
+
+def diagnosis_target(image, drawables):
+    """(drawable, rect, subject) to diagnose: the first selected pixel layer, within the selection; or None."""
+    if not drawables or image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+        return None
+    drawable = drawables[0]
+    if not isinstance(drawable, Gimp.Layer) or isinstance(drawable, Gimp.GroupLayer):
+        return None
+    try:
+        rect, masked = region(image, drawable)
+    except PluginError:
+        return None
+    return drawable, rect, "selection" if masked else "layer"
+
+
+def diagnose_now(client, image, target):
+    """The engine's diagnosis of ``target`` (see :func:`diagnosis_target`), read on this thread."""
+    drawable, rect, _ = target
+    fmt, dtype, channels = wire_format(image, drawable)
+    read = region_reader(drawable, rect, fmt, channels * protocol.DTYPE_SIZES[dtype])
+    return client.diagnose(read, rect[2], rect[3], channels, dtype)
+
+
+class _Closed(Exception):
+    """The dialog closed while its diagnosis was still reading the layer."""
+
+
+class DialogDiagnosis:
+    """The diagnosis shown in the dialog: a label (and a button that puts the suggestion in the field),
+    filled in when the engine answers.
+
+    A worker thread starts the engine server if needed and talks to it; the layer is read only on the
+    main loop (GIMP's calls are not for other threads), ``DIAGNOSIS_ROWS_PER_TURN`` rows per turn, so the
+    dialog stays responsive. Nothing here ever waits for the engine on the main loop; once the dialog is
+    closed, late answers are dropped.
+    """
+
+    def __init__(self, dialog, config, image, target, record, model, device):
+        from gi.repository import Gtk
+
+        self.config, self.image, self.target, self.record = config, image, target, record
+        self.model, self.device = model, device
+        drawable, rect, _ = target  # everything that asks GIMP is done here, on the main thread
+        fmt, self.dtype, self.channels = wire_format(image, drawable)
+        self.read = region_reader(drawable, rect, fmt, self.channels * protocol.DTYPE_SIZES[self.dtype])
+        self.closed = False
+        self.reply = None
+        box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
+        self.label = Gtk.Label(label="Looking at the " + target[2] + "\u2026", xalign=0.0)
+        self.label.set_line_wrap(True)
+        self.label.set_max_width_chars(60)
+        self.label.set_selectable(True)
+        self.button = Gtk.Button(label="_Use the suggestion", use_underline=True)
+        self.button.set_sensitive(False)
+        self.button.set_halign(Gtk.Align.START)
+        self.button.connect("clicked", self._use)
+        box.pack_start(self.label, False, False, 0)
+        box.pack_start(self.button, False, False, 0)
+        area = dialog.get_content_area()
+        area.pack_start(box, False, False, 6)
+        area.reorder_child(box, 0)
+        box.show_all()
+        self.box = box
+
+    def start(self):
+        threading.Thread(target=self._work, name="instructir-diagnose", daemon=True).start()
+
+    def close(self):
+        self.closed = True
+
+    # worker thread -----------------------------------------------------------------------------
+
+    def _work(self):
+        try:
+            client = self._connect()
+            rect = self.target[1]
+            reply = client.diagnose(self._on_main_loop(self.read), rect[2], rect[3], self.channels, self.dtype)
+        except _Closed:
+            return
+        except protocol.ServerError as exc:
+            self._later(self._failed, exc.message)
+        except PluginError as exc:
+            self._later(self._failed, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the dialog still works without a diagnosis
+            self._later(self._failed, f"{type(exc).__name__}: {exc}")
+        else:
+            self._later(self._show, reply)
+
+    def _connect(self):
+        state_file = protocol.state_path(self.record.get("state_file"))
+        if not state_file:
+            raise PluginError("the plug-in is not set up ('instructir gimp-install')")
+        client = protocol.connect(state_file)
+        if client is not None and int(client.ping().get("version", 0)) == protocol.PROTOCOL_VERSION:
+            return client
+        self._later(self._status, "Starting the engine to look at the " + self.target[2] + "\u2026")
+        try:
+            return protocol.ensure_server(state_file, self.record.get("python"),
+                                          engine_path=self.record.get("engine_path"),
+                                          args=server_args(self.record, self.model, self.device),
+                                          log_file=self.record.get("log_file"), timeout=180)
+        except protocol.ServerUnavailable as exc:
+            raise PluginError(str(exc)) from None
+
+    def _on_main_loop(self, read):
+        """``read`` run on the main loop, a few rows per turn, while this thread waits for it."""
+        def proxied(x, y, w, h, step):
+            rows = max(1, DIAGNOSIS_ROWS_PER_TURN // step)
+            out = bytearray()
+            for j in range(0, h, rows):
+                n = min(rows, h - j)
+                done, box = threading.Event(), []
+
+                def turn(j=j, n=n, done=done, box=box):
+                    if not self.closed:
+                        try:
+                            box.append(read(x, y + j * step, w, n, step))
+                        except Exception as exc:  # noqa: BLE001 - handed to the worker
+                            box.append(exc)
+                    done.set()
+                    return False
+
+                GLib.idle_add(turn)
+                while not done.wait(0.2):
+                    if self.closed:
+                        raise _Closed()
+                if self.closed or not box:
+                    raise _Closed()
+                if isinstance(box[0], Exception):
+                    raise box[0]
+                out += box[0]
+            return bytes(out)
+
+        return proxied
+
+    def _later(self, fn, *args):
+        def call():
+            if not self.closed:
+                fn(*args)
+            return False
+
+        GLib.idle_add(call)
+
+    # main loop ------------------------------------------------------------------------------------
+
+    def _status(self, text):
+        self.label.set_text(text)
+
+    def _failed(self, message):
+        _trace("diagnosis", error=message)
+        self.label.set_text("InstructIR could not look at the " + self.target[2] + ": " + message)
+
+    def _show(self, reply):
+        self.reply = reply
+        _trace("diagnosis", suggestion=reply.get("suggestion"), instruction=reply.get("instruction"))
+        self.label.set_text(protocol.diagnosis_text(reply, self.target[2]))
+        self.button.set_sensitive(bool(reply.get("instruction")))
+        text = protocol.prefill(self.config.get_property("instruction"), reply,
+                                self.config.get_property("suggested"))
+        if text is not None:
+            self._fill(text)
+
+    def _use(self, _button):
+        if self.reply and self.reply.get("instruction"):
+            self._fill(self.reply["instruction"])
+
+    def _fill(self, text):
+        self.config.set_property("instruction", text)
+        self.config.set_property("suggested", text)
+
+
 def _lost(name, exc, record):
     log = record.get("log_file")
     where = f" The engine server's log is {log}." if log else ""
@@ -342,6 +555,29 @@ def restore_drawables(image, drawables, instruction, strength, model, device, mo
     return results
 
 
+def suggested_instruction(image, drawables, model, device):
+    """A script's empty instruction: the diagnosis' suggestion for the first layer ('' when it looks fine)."""
+    target = diagnosis_target(image, drawables)
+    if target is None:
+        raise PluginError("InstructIR: type what to fix, for example \u201cremove the noise\u201d.")
+    record = load_record()
+    client = connect(record, model or record.get("model") or None, device or record.get("device") or None)
+    try:
+        reply = diagnose_now(client, image, target)
+    except protocol.ServerError as exc:
+        raise PluginError("InstructIR could not look at the layer: " + exc.message) from None
+    except (OSError, protocol.ProtocolError) as exc:
+        raise _lost("InstructIR", exc, record) from None
+    _trace("diagnosis", suggestion=reply.get("suggestion"), instruction=reply.get("instruction"),
+           text=protocol.diagnosis_text(reply, target[2]), width=reply.get("width"), height=reply.get("height"),
+           prefill=protocol.prefill("", reply))
+    if not reply.get("instruction"):
+        note = protocol.diagnosis_text(reply, target[2]) + " Nothing was changed."
+        _trace("message", text=note)
+        Gimp.message(note)
+    return str(reply.get("instruction") or "")
+
+
 def summary(results):
     """What was done and what was skipped, for an instruction with parts that were not run."""
     plan = [p for r in results for p in r.reply.get("plan", [])]
@@ -370,7 +606,17 @@ def run(procedure, run_mode, image, drawables, config, data):
             dialog.set_sensitive_if_in("semantic", None, "mode", only_spire, True)
         except Exception:  # noqa: BLE001 - cosmetic; an older GIMP 3 just leaves the field editable
             pass
+        looking = None
+        target = diagnosis_target(image, list(drawables or []))
+        if target is not None:
+            device = config.get_property("device") or "auto"
+            looking = DialogDiagnosis(dialog, config, image, target, load_record(),
+                                      (config.get_property("model") or "").strip() or None,
+                                      None if device == "auto" else device)
+            looking.start()
         ok = dialog.run()
+        if looking is not None:
+            looking.close()
         dialog.destroy()
         if not ok:
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
@@ -382,6 +628,11 @@ def run(procedure, run_mode, image, drawables, config, data):
     mode = config.get_property("mode") or "instructir"
     semantic = " ".join((config.get_property("semantic") or "").split())
     try:
+        if not instruction and not interactive and mode != "spire":
+            instruction = suggested_instruction(image, list(drawables or []), model,
+                                                None if device == "auto" else device)
+            if not instruction:  # a clean layer: nothing to do, and the user is told why
+                return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
         if not instruction:
             raise PluginError("InstructIR: type what to fix, for example \u201cremove the noise\u201d.")
         if image.get_base_type() == Gimp.ImageBaseType.INDEXED:  # the menu is disabled for these too
@@ -437,8 +688,13 @@ class InstructIR(Gimp.PlugIn):
             modes.add(nick, i, label, help_text)
         procedure.add_choice_argument("mode", "M_ode", "InstructIR, or the optional SPIRE diffusion mode", modes,
                                       "instructir", GObject.ParamFlags.READWRITE)
-        procedure.add_string_argument("instruction", "_Instruction", "What to fix, in plain language",
+        procedure.add_string_argument("instruction", "_Instruction",
+                                      "What to fix, in plain language (empty: what the diagnosis suggests)",
                                       DEFAULT_INSTRUCTION, GObject.ParamFlags.READWRITE)
+        # Not an argument: what the dialog's diagnosis last put in the field (GIMP keeps it with the last
+        # values), so an untouched suggestion for another photo is replaced by this photo's.
+        procedure.add_string_aux_argument("suggested", "Suggested", "The instruction the diagnosis last filled in",
+                                          "", GObject.ParamFlags.READWRITE)
         procedure.add_string_argument("semantic", "_What's in the image",
                                       "SPIRE only, optional: what the image shows, e.g. 'a cat on a sofa'",
                                       "", GObject.ParamFlags.READWRITE)

@@ -72,3 +72,70 @@ def test_plugin_side_needs_only_the_standard_library_and_gimp(path):
         for needle in ('"plug-in-instructir"', 'set_menu_label("InstructIR...")', 'add_menu_path("<Image>/Filters")',
                        "undo_group_start", "undo_group_end"):
             assert needle in src
+
+
+# --- the dialog's diagnosis ------------------------------------------------------------------
+
+NOISY_REPLY = {"type": "diagnosis", "clean": False, "suggestion": "This photo looks noisy (strong) and a little dark.",
+               "instruction": "Remove the noise and brighten it a little",
+               "problems": [{"intent": "noise", "severity": 0.82, "reason": "grain of about 25/255 in flat areas"},
+                            {"intent": "low-light", "severity": 0.41,
+                             "reason": "under-exposed: average brightness 14%"},
+                            {"intent": "blur", "severity": 0.2, "reason": "soft edges"}]}
+CLEAN_REPLY = {"type": "diagnosis", "clean": True, "instruction": "", "problems": [],
+               "suggestion": "This photo looks fine: nothing worth fixing."}
+
+
+def test_the_dialog_label_says_what_is_wrong_why_and_what_to_type():
+    from engine.serve.protocol import diagnosis_text
+
+    text = diagnosis_text(NOISY_REPLY, "selection")
+    assert text.splitlines() == [
+        "This selection looks noisy (strong) and a little dark.",
+        "\u2022 noise (82%): grain of about 25/255 in flat areas",
+        "\u2022 low-light (41%): under-exposed: average brightness 14%",
+        "Suggested: Remove the noise and brighten it a little"]  # the blur at 0.2 is not worth fixing: not listed
+    assert diagnosis_text(CLEAN_REPLY) == "This layer looks fine: nothing worth fixing."
+
+
+@pytest.mark.parametrize("current,last,expected", [
+    ("", None, "Remove the noise and brighten it a little"),           # an empty field takes the suggestion
+    ("   ", None, "Remove the noise and brighten it a little"),
+    ("remove the rain", None, None),                                    # the user's own words stay
+    ("remove the rain", "Remove the JPEG artifacts", None),
+    ("Remove the JPEG artifacts", "Remove the JPEG artifacts",          # last photo's untouched suggestion: replaced
+     "Remove the noise and brighten it a little"),
+    ("Remove the noise and brighten it a little", "Remove the noise and brighten it a little", None),  # already there
+])
+def test_the_instruction_is_prefilled_only_when_empty_or_an_untouched_suggestion(current, last, expected):
+    from engine.serve.protocol import prefill
+
+    assert prefill(current, NOISY_REPLY, last) == expected
+
+
+def test_a_clean_layer_prefills_nothing():
+    from engine.serve.protocol import prefill
+
+    assert prefill("", CLEAN_REPLY) is None and prefill("Remove the noise", CLEAN_REPLY, "Remove the noise") is None
+
+
+def test_the_dialog_worker_thread_never_calls_gimp():
+    """GIMP's and GEGL's calls are for the plug-in's main thread: the diagnosis worker only talks to the engine
+    and hands every read of the layer to the main loop."""
+    tree = ast.parse(PLUGIN.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DialogDiagnosis")
+    methods = {f.name: f for f in cls.body if isinstance(f, ast.FunctionDef)}
+    worker = [methods["_work"], methods["_connect"], methods["_later"]]
+    proxied = next(f for f in ast.walk(methods["_on_main_loop"]) if isinstance(f, ast.FunctionDef)
+                   and f.name == "proxied")
+    turn = next(f for f in ast.walk(proxied) if isinstance(f, ast.FunctionDef) and f.name == "turn")
+    for fn in worker + [proxied]:
+        for node in ast.walk(fn):
+            if node is turn or any(node is t for t in ast.walk(turn)):
+                continue  # turn() runs on the main loop (GLib.idle_add)
+            if isinstance(node, ast.Name):
+                assert node.id not in ("Gimp", "Gegl", "GimpUi", "wire_format", "region_reader", "region"), \
+                    (fn.name, node.id, node.lineno)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+                assert node.value.attr not in ("label", "button", "config", "image"), (fn.name, node.lineno)
+    assert "GLib.idle_add(turn)" in ast.unparse(proxied)

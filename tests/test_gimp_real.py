@@ -180,6 +180,10 @@ def gimp_run(tmp_path_factory, request):
     rgba = np.concatenate([noisy, np.linspace(0.2, 1.0, 160, dtype=np.float32)[None, :, None].repeat(160, 0)], 2)
     _save_png(work / "noisy-alpha.png", rgba)
     _save_png(work / "big.png", np.tile(noisy, (8, 8, 1)))  # 1280x1280: long enough to cancel mid-way
+    coffee = data.coffee().astype(np.float32) / 255  # 400x600, kept out of the diagnosis' training photos
+    coffee_noisy = np.clip(coffee + rng.normal(0, SIGMA, coffee.shape), 0, 1).astype(np.float32)
+    _save_png(work / "coffee.png", coffee)
+    _save_png(work / "coffee-noisy.png", coffee_noisy)
 
     gimp_install.install(work / "gimp" / "plug-ins", python=sys.executable, model=model, device="cpu")
     state = work / "state.json"
@@ -200,6 +204,11 @@ def gimp_run(tmp_path_factory, request):
          "instruction": "remove the noise and make me a sandwich"},
         {"name": "queued", "input": f"{inner}/noisy.png", "instruction": "remove the noise", "wait": 3},
         {"name": "upscaled", "input": f"{inner}/noisy.png", "instruction": "upscale it 2x"},
+        # An empty instruction: the filter applies what the diagnosis of the layer (or selection) suggests.
+        {"name": "auto", "input": f"{inner}/coffee-noisy.png", "instruction": ""},
+        {"name": "auto-selection", "input": f"{inner}/coffee-noisy.png", "instruction": "",
+         "ellipse": [100, 50, 300, 200]},
+        {"name": "auto-clean", "input": f"{inner}/coffee.png", "instruction": ""},
     ]
     job = {"out": str(inner), "cases": cases}
     (work / "job.json").write_text(json.dumps(job))
@@ -247,7 +256,7 @@ def gimp_run(tmp_path_factory, request):
     trace = [json.loads(line) for line in (work / "trace.jsonl").read_text().splitlines()]
     yield {"results": results, "cases": {c["name"]: c for c in results["cases"]}, "trace": trace,
            "pong": pong, "host_job": host_job, "flood": flood_counts, "clean": clean, "noisy": noisy,
-           "real_model": real_model, "seconds": seconds,
+           "real_model": real_model, "seconds": seconds, "coffee": coffee, "coffee_noisy": coffee_noisy,
            "server_log": (host_out / "server.log").read_text(), "work": work}
     if not os.environ.get("INSTRUCTIR_KEEP_GIMP_WORK"):
         import shutil
@@ -398,3 +407,52 @@ def test_server_kept_the_model_loaded(gimp_run):
     assert pong is not None, "the engine server did not survive the GIMP session"
     # seven GIMP jobs and the host's own (the cancelled, refused and indexed cases ran none)
     assert pong["loads"] == 1 and pong["jobs_done"] == 8
+
+
+def _case_trace(gimp_run, name: str) -> list:
+    """The trace lines written while the driver ran case ``name``."""
+    out, inside = [], False
+    for entry in gimp_run["trace"]:
+        if entry.get("event") == "case":
+            inside = entry.get("name") == name
+        elif inside:
+            out.append(entry)
+    return out
+
+
+def _expected(photo: np.ndarray):
+    from engine.diagnose import diagnose
+
+    return diagnose(np.rint(photo * 255) / 255)  # the pixels GIMP loaded from the 8-bit PNG
+
+
+def test_an_empty_instruction_applies_the_diagnosis_of_the_layer(gimp_run):
+    case = _ok(gimp_run["cases"]["auto"])
+    expected = _expected(gimp_run["coffee_noisy"])
+    assert "noise" in [p.intent.value for p in expected.steps]  # the premise: the engine names the noise
+    seen = [e for e in _case_trace(gimp_run, "auto") if e["event"] == "diagnosis"]
+    assert len(seen) == 1 and (seen[0]["width"], seen[0]["height"]) == (600, 400)
+    assert seen[0]["instruction"] == expected.instruction and seen[0]["prefill"] == expected.instruction
+    assert seen[0]["text"].startswith("This layer looks ") and "Suggested: " + expected.instruction in seen[0]["text"]
+    added = [a for a in case["after"] if a["id"] not in {b["id"] for b in case["before"]}]
+    assert "new" in case and [a["name"] for a in added] == [expected.instruction]
+    if gimp_run["real_model"] and [p.intent.value for p in expected.steps] == ["noise"]:
+        assert _psnr(_load(case["new"])[..., :3], gimp_run["coffee"]) > _psnr(
+            _load(case["source"])[..., :3], gimp_run["coffee"]) + 2  # the suggestion was applied, and denoised
+
+
+def test_the_diagnosis_reads_the_selection_only(gimp_run):
+    case = _ok(gimp_run["cases"]["auto-selection"])
+    seen = [e for e in _case_trace(gimp_run, "auto-selection") if e["event"] == "diagnosis"]
+    assert (seen[0]["width"], seen[0]["height"]) == (300, 200) and seen[0]["text"].startswith("This selection ")
+    assert "new" in case
+
+
+def test_an_empty_instruction_on_a_clean_layer_changes_nothing_and_says_why(gimp_run):
+    case = _ok(gimp_run["cases"]["auto-clean"])
+    assert _expected(gimp_run["coffee"]).clean  # the premise: the engine finds nothing worth fixing
+    assert "new" not in case and len(case["after"]) == len(case["before"])
+    trace = _case_trace(gimp_run, "auto-clean")
+    assert [e["instruction"] for e in trace if e["event"] == "diagnosis"] == [""]
+    notes = [e["text"] for e in trace if e["event"] == "message"]
+    assert notes and "nothing worth fixing" in notes[0] and "Nothing was changed" in notes[0]

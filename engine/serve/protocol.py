@@ -10,8 +10,8 @@ Wire format (TCP on 127.0.0.1). Every message, either way, is one frame::
     header: UTF-8 JSON object | payload: raw bytes
 
 A request's header carries ``token`` (the secret from the state file),
-``version`` (:data:`PROTOCOL_VERSION`) and ``type``: ``ping``, ``restore`` or
-``shutdown``. The server drops a connection whose first header has not fully
+``version`` (:data:`PROTOCOL_VERSION`) and ``type``: ``ping``, ``restore``,
+``diagnose`` or ``shutdown``. The server drops a connection whose first header has not fully
 arrived within two seconds, so idle connections cannot use it up.
 
 A ``restore`` request carries ``instruction``, ``strength`` (0..1, scales the
@@ -44,6 +44,21 @@ larger than the request (an up-sampling step): its ``width``/``height`` say so,
 and the selection mask is then not applied. A client cancels by sending a
 ``cancel`` frame or simply by closing the connection.
 
+A ``diagnose`` request (version 3 and later) asks what is wrong with a layer (or the selected part of
+it): ``width``, ``height``, ``channels`` and ``dtype`` as for ``restore``. The diagnosis reads a
+sub-sampled copy and a few full-resolution crops, never the whole layer, so the server answers
+``continue`` with ``regions``: a list of ``[x, y, width, height, step]``, each the pixels
+``x + i * step`` (``i < width``) of the rows ``y + j * step`` (``j < height``). The client sends each
+region, in order, as ``rows`` frames (``region``, ``y``, ``rows``; ``y`` counts the region's own rows),
+``band_rows`` rows at a time, and the server answers one ``error`` frame or one ``diagnosis`` frame:
+``problems`` (each ``intent``, ``severity`` 0..1, ``reason``, ``instruction``, ``strength``),
+``suggestion`` (a sentence), ``instruction`` (the fix; empty when nothing is worth fixing), ``clean``,
+``width``, ``height`` and ``seconds``. A diagnosis does not wait behind restore jobs.
+
+A server checks ``version`` on ``restore`` and ``diagnose`` and refuses another with ``version``;
+:func:`ensure_server` replaces a running server whose ``ping`` reports another version, so a plug-in
+and a server from different releases never exchange requests the other does not know.
+
 The server publishes where it listens in a state file (JSON: ``port``,
 ``token``, ``pid``), readable by the user only; ``INSTRUCTIR_SERVER_STATE``
 overrides its location.
@@ -60,7 +75,7 @@ import subprocess
 import sys
 import time
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAGIC = b"IIR1"
 _FRAME = struct.Struct(">4sIQ")
 HOST = "127.0.0.1"
@@ -254,6 +269,74 @@ def check_restore_request(header: dict) -> None:
         raise ProtocolError(f"unknown mask dtype {mask_dtype!r}")
 
 
+def check_diagnose_request(header: dict) -> None:
+    """Validate a ``diagnose`` header; raises ProtocolError."""
+    try:
+        w, h, c = int(header["width"]), int(header["height"]), int(header["channels"])
+        dtype = header["dtype"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"diagnose request without a valid {exc}") from None
+    if dtype not in DTYPE_SIZES:
+        raise ProtocolError(f"unknown dtype {dtype!r} (u8, u16 or f32)")
+    if c not in (1, 2, 3, 4) or w < 1 or h < 1:
+        raise ProtocolError(f"bad image size {w}x{h}x{c}")
+
+
+def subsample(row, pixel_bytes: int, start: int, step: int, count: int) -> bytes:
+    """Pixels ``start``, ``start + step``, ... (``count`` of them) of one row of interleaved pixels.
+
+    Plain byte slicing (no numpy): the GIMP plug-in reads a region's rows whole and keeps every
+    ``step``-th pixel, as the engine's diagnosis does (taking pixels, not averaging them, keeps
+    the photo's noise in the copy).
+    """
+    view = memoryview(row).cast("B")
+    if step == 1:
+        return bytes(view[start * pixel_bytes:(start + count) * pixel_bytes])
+    out = bytearray(count * pixel_bytes)
+    stride = step * pixel_bytes
+    for b in range(pixel_bytes):
+        part = view[start * pixel_bytes + b::stride][:count]
+        if len(part) != count:
+            raise ValueError(f"the row holds {len(part)} of the {count} pixels asked for")
+        out[b::pixel_bytes] = part
+    return bytes(out)
+
+
+# --- the diagnosis, as the plug-in's dialog shows it ------------------------------
+
+
+def diagnosis_text(reply: dict, subject: str = "layer") -> str:
+    """The dialog's label for a ``diagnosis`` reply: the sentence, each problem worth fixing with its reason,
+    and the suggested instruction. ``subject`` names what was looked at ("layer", "selection")."""
+    sentence = str(reply.get("suggestion") or "")
+    if sentence.startswith("This photo "):
+        sentence = f"This {subject} " + sentence[len("This photo "):]
+    lines = [sentence]
+    for p in reply.get("problems") or []:
+        severity = float(p.get("severity") or 0.0)
+        if severity >= 0.3:
+            lines.append(f"\u2022 {p.get('intent')} ({severity:.0%}): {p.get('reason')}")
+    if reply.get("instruction"):
+        lines.append(f"Suggested: {reply['instruction']}")
+    return "\n".join(line for line in lines if line)
+
+
+def prefill(current: str | None, reply: dict, last_prefill: str | None = None) -> str | None:
+    """The instruction to put in the dialog's field, or None to leave the field alone.
+
+    The suggestion goes in when the field is empty, or when it still holds what an earlier
+    diagnosis put there (``last_prefill``: GIMP remembers the last values, and an untouched
+    suggestion for another photo is not the user's own words). Text the user typed stays.
+    """
+    suggestion = str(reply.get("instruction") or "").strip()
+    text = " ".join((current or "").split())
+    if not suggestion or text == suggestion:
+        return None
+    if not text or (last_prefill and text == " ".join(last_prefill.split())):
+        return suggestion
+    return None
+
+
 # --- state file ---------------------------------------------------------------
 
 
@@ -329,6 +412,43 @@ class Client:
 
     def shutdown(self) -> None:
         self.call({"type": "shutdown"})
+
+    def diagnose(self, read, width: int, height: int, channels: int, dtype: str) -> dict:
+        """What is wrong with an image; returns the ``diagnosis`` reply (``suggestion``, ``instruction``...).
+
+        ``read(x, y, width, height, step)`` gives the pixels ``x + i * step`` of the rows ``y + j * step``
+        (``width`` x ``height`` of them, interleaved like ``restore``'s); it is called only for the parts
+        the server asks for, a band at a time, so a caller never reads the whole image.
+        """
+        header = {"type": "diagnose", "width": int(width), "height": int(height), "channels": int(channels),
+                  "dtype": dtype}
+        pixel = int(channels) * DTYPE_SIZES[dtype]
+        with self._connect() as sock:
+            send_message(sock, self._header(header))
+            reply, plen = recv_header(sock)
+            recv_exact(sock, plen)
+            if reply.get("type") != "continue":
+                raise_error(reply)
+            try:
+                regions = reply.get("regions") or []
+                per_region = reply.get("band_rows") or [band_rows(r[2], r[2] * pixel) for r in regions]
+                for index, (x, y, w, h, step) in enumerate(regions):
+                    rows = max(1, int(per_region[index]))
+                    for j, n in bands(h, rows):
+                        send_message(sock, {"type": "rows", "region": index, "y": j, "rows": n},
+                                     read(x, y + j * step, w, n, step))
+            except OSError:
+                reply, plen = recv_header(sock)  # the server refused mid-way: read its reason
+                if reply.get("type") == "error":
+                    raise_error(reply)
+                raise
+            reply, plen = recv_header(sock)
+            recv_exact(sock, plen)
+            if reply.get("type") == "error":
+                raise_error(reply)
+            if reply.get("type") != "diagnosis":
+                raise ProtocolError(f"unexpected {reply.get('type')!r} frame from the server")
+            return reply
 
     def restore(self, pixels, width: int, height: int, channels: int, dtype: str, instruction: str, *,
                 strength: float = 1.0, strength_mode: str = "scale", mask=None, mask_dtype: str | None = None,
@@ -542,10 +662,11 @@ def ensure_server(state_file: str | os.PathLike, python: str | None, *, engine_p
             if code != EXIT_ALREADY_RUNNING:
                 raise ServerUnavailable(f"the engine server exited with code {code} while starting"
                                         + _log_tail(log_file) + _log_hint(log_file))
-            # Another one won the race for the state file: wait for that one (or try again if it is gone).
-            proc = None
-            if server_alive(state_file) is None and spawns < 3:
-                proc, spawns = spawn(), spawns + 1
+            proc = None  # another one won the race for the state file: wait for that one
+        if proc is None and spawns < 3 and server_alive(state_file) is None:
+            # The one we waited for is gone (it lost a race, or was a replaced server still letting go of
+            # its lock when we looked): start ours.
+            proc, spawns = spawn(), spawns + 1
         if on_wait is not None:
             on_wait(time.monotonic() - start)
         time.sleep(0.2)

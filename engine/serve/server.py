@@ -3,7 +3,9 @@
 The server keeps the model loaded between requests (the first request pays
 the load, later ones do not), answers each connection on its own thread
 (``socketserver``), and runs jobs on the model one at a time, first come first
-served, telling a waiting client how many jobs are ahead of it. Every job is
+served, telling a waiting client how many jobs are ahead of it. A ``diagnose``
+request (what is wrong with a layer, ``engine.serve.diagnosis``) is answered on
+its connection's thread at once, beside any job. Every job is
 one call of the engine's ``EditSession.apply``: planning, strength and every
 kind of step (InstructIR, up-sampling, SPIRE) are the engine's; the server only
 moves pixels (``engine.serve.layers``) and reports progress.
@@ -119,7 +121,7 @@ class EngineServer:
     def __init__(self, *, model: str = "default", device: str = "auto", fast: bool = False, tile: int = 0,
                  port: int = 0, state_file: str | os.PathLike | None = None, idle_exit: float = 0.0,
                  token: str | None = None, restorer_factory=None, preload: bool = True, spire_factory=None,
-                 max_pixels: int = MAX_PIXELS, memory_available=None) -> None:
+                 max_pixels: int = MAX_PIXELS, memory_available=None, diagnose_model=None) -> None:
         self.model, self.device, self.fast, self.tile = model, device, fast, tile
         self.port = port
         self.state_file = Path(state_file) if state_file else default_state_file()
@@ -145,6 +147,8 @@ class EngineServer:
         self._thread: threading.Thread | None = None
         self.jobs_done = 0
         self.loads = 0
+        self.diagnoses = 0
+        self._diagnose_factory = diagnose_model  # tests: a callable giving the diagnosis model
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -173,6 +177,10 @@ class EngineServer:
         return self
 
     def _preload(self) -> None:
+        try:  # first, and it is quick: the dialog's diagnosis is the first request of a GIMP session
+            self._diagnose_model()
+        except Exception as exc:  # noqa: BLE001 - reported again on the first diagnosis
+            log.warning("could not load the diagnosis model: %s", exc)
         try:
             self.restorer(self.model, self.device)
         except Exception as exc:  # noqa: BLE001 - reported again, readably, on the first request
@@ -315,16 +323,20 @@ class EngineServer:
                 "type": "pong", "version": PROTOCOL_VERSION, "pid": os.getpid(), "model": self.model,
                 "loaded": [k[0] for k in self._restorers], "spire_loaded": self._spire is not None,
                 "modes": list(protocol.MODES), "jobs_done": self.jobs_done, "loads": self.loads,
-                "running": self._jobs.running, "queued": self._jobs.waiting, "idle_exit": self.idle_exit})
+                "running": self._jobs.running, "queued": self._jobs.waiting, "idle_exit": self.idle_exit,
+                "diagnoses": self.diagnoses})
         elif kind == "shutdown":
             protocol.send_message(conn, {"type": "ok"})
             log.info("stop requested")
             self.shutdown()
-        elif kind == "restore":
+        elif kind in ("restore", "diagnose"):
             if header.get("version") != PROTOCOL_VERSION:
                 _try_send(conn, protocol.error_frame(
                     Code.VERSION, "the GIMP plug-in and the engine server are from different versions of "
                                   "InstructIR Studio: run 'instructir gimp-install' again and restart GIMP"))
+                return
+            if kind == "diagnose":
+                self._diagnose(conn, header)
                 return
             layer = self._receive(conn, header)
             if layer is not None:
@@ -370,6 +382,66 @@ class EngineServer:
                     f"of memory and the engine's computer has {free / 1e9:.1f} GB free; close other programs, or "
                     "select a smaller part of the layer")
         return ""
+
+    # --- diagnosis ----------------------------------------------------------
+
+    def _diagnose(self, conn: socket.socket, header: dict) -> None:
+        """Ask for the regions the diagnosis reads, take them band by band, answer the diagnosis.
+
+        Runs on the connection's thread, beside any restore job (a diagnosis takes a fraction of a
+        second and the dialog that asks for it should not wait minutes behind a job)."""
+        from engine.serve import diagnosis
+
+        try:
+            protocol.check_diagnose_request(header)
+        except ProtocolError as exc:
+            _try_send(conn, protocol.error_frame(Code.BAD_REQUEST, str(exc)))
+            return
+        w, h, c, dtype = int(header["width"]), int(header["height"]), int(header["channels"]), header["dtype"]
+        if w * h > self.max_pixels:
+            _try_send(conn, protocol.error_frame(
+                Code.TOO_LARGE, f"the layer is {w} x {h} = {w * h / 1e6:.0f} MP, more than the engine's limit of "
+                                f"{self.max_pixels / 1e6:.0f} MP"))
+            return
+        wanted = diagnosis.regions(w, h)
+        pixel = c * protocol.DTYPE_SIZES[dtype]
+        rows = [protocol.band_rows(r.width, r.width * pixel) for r in wanted]
+        protocol.send_message(conn, {"type": "continue", "regions": [r.to_list() for r in wanted],
+                                     "band_rows": rows})
+        parts = []
+        for index, (region, band) in enumerate(zip(wanted, rows)):
+            data = bytearray(region.nbytes(c, dtype))
+            row = region.width * pixel
+            for y, n in protocol.bands(region.height, band):
+                head, plen = protocol.recv_header(conn, max_payload=band * row)
+                if (head.get("type") != "rows" or head.get("region") != index or head.get("y") != y
+                        or head.get("rows") != n or plen != n * row):
+                    _try_send(conn, protocol.error_frame(
+                        Code.BAD_REQUEST, f"expected rows {y}..{y + n} of region {index} of the diagnosis"))
+                    return
+                protocol.recv_into(conn, memoryview(data)[y * row:(y + n) * row])
+            parts.append(diagnosis.to_rgb(data, region, c, dtype))
+        t = time.perf_counter()
+        try:
+            found = diagnosis.diagnose_regions(w, h, parts, self._diagnose_model())
+        except StudioError as exc:
+            log.info("diagnosis refused: %s", exc)
+            _try_send(conn, dict(exc.to_dict(), type="error"))
+            return
+        except Exception as exc:  # noqa: BLE001 - reported to the client; the server carries on
+            log.error("diagnosis failed", exc_info=exc)
+            _try_send(conn, protocol.error_frame(Code.FAILED, f"the diagnosis failed: {type(exc).__name__}: {exc}. "
+                                                              "The details are in the engine server's log."))
+            return
+        self.diagnoses += 1
+        _try_send(conn, diagnosis.reply(found, time.perf_counter() - t))
+
+    def _diagnose_model(self):
+        if self._diagnose_factory is not None:
+            return self._diagnose_factory()
+        from engine.diagnose import default_model
+
+        return default_model()
 
     # --- jobs ---------------------------------------------------------------
 

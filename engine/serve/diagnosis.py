@@ -1,0 +1,111 @@
+"""The ``diagnose`` request: the engine's diagnosis of a layer from the few parts of it the diagnosis reads.
+
+``engine.diagnose`` looks at a copy of the photo taken every k-th pixel (long side
+about ``ANALYSIS_SIDE``) plus a few crops at full resolution. A GIMP layer can be
+tens of megapixels, so the server does not ask for it whole: it answers a
+``diagnose`` request with the regions it needs (:func:`regions`), the plug-in sends
+just those (well under a megapixel whatever the layer's size), and
+:func:`analysis` measures them exactly as ``engine.diagnose.features.analyse``
+measures the whole photo (``tests/test_server.py`` checks both give the same
+feature vector, so a change there cannot go unnoticed here).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.diagnose import features, measures
+from engine.serve.protocol import DTYPE_SIZES
+
+_NP = {"u8": np.dtype("u1"), "u16": np.dtype("<u2"), "f32": np.dtype("<f4")}
+_SCALE = {"u8": 255.0, "u16": 65535.0, "f32": 1.0}
+
+
+@dataclass(frozen=True)
+class Region:
+    """Pixels ``x + i * step`` (i < width) of rows ``y + j * step`` (j < height) of the layer."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    step: int
+
+    def to_list(self) -> list[int]:
+        return [self.x, self.y, self.width, self.height, self.step]
+
+    def nbytes(self, channels: int, dtype: str) -> int:
+        return self.width * self.height * channels * DTYPE_SIZES[dtype]
+
+
+def _copy_region(width: int, height: int) -> Region:
+    """The every-k-th-pixel copy of ``features.analysis_copy`` as a region."""
+    k = max(1, math.ceil(max(height, width) / features.ANALYSIS_SIDE))
+    if k == 1:
+        return Region(0, 0, width, height, 1)
+    o = k // 2
+    return Region(o, o, len(range(o, width, k)), len(range(o, height, k)), k)
+
+
+def regions(width: int, height: int) -> list[Region]:
+    """What the diagnosis of a ``width`` x ``height`` layer asks for: the sub-sampled copy first, then the crops.
+
+    A layer small enough to be its own copy (long side up to ``ANALYSIS_SIDE``) is asked for whole, once:
+    its crops are cut from it here."""
+    copy = _copy_region(width, height)
+    if copy.step == 1:
+        return [copy]
+    return [copy] + [Region(left, top, side, side, 1) for top, left, side in features.crop_boxes(height, width)]
+
+
+def split(width: int, height: int, parts: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(sub-sampled copy, full-resolution crops) from the received :func:`regions`, in their order."""
+    if len(parts) == 1:
+        whole = parts[0]
+        return whole, [whole[t:t + s, x:x + s] for t, x, s in features.crop_boxes(height, width)]
+    return parts[0], list(parts[1:])
+
+
+def to_rgb(data, region: Region, channels: int, dtype: str) -> np.ndarray:
+    """Wire pixels of a region as float32 RGB in [0, 1] (gray repeated, alpha dropped, floats clipped)."""
+    a = np.frombuffer(data, _NP[dtype]).reshape(region.height, region.width, channels)
+    colour = a[..., :3] if channels >= 3 else np.repeat(a[..., :1], 3, axis=2)
+    rgb = colour.astype(np.float32)
+    if dtype != "f32":
+        rgb /= np.float32(_SCALE[dtype])
+    return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+
+def analysis(width: int, height: int, copy: np.ndarray, crops: list[np.ndarray]) -> features.Analysis:
+    """``features.analyse`` of the whole layer, from its sub-sampled copy and its full-resolution crops."""
+    per_crop = [features._crop_values(c) for c in crops]
+    values: dict[str, float] = {}
+    for k in features._CROP_KEYS:
+        values[f"crop_{k}"] = float(np.median([c[k] for c in per_crop]))
+    for k in features._CROP_MIN:
+        values[f"crop_min_{k}"] = float(min(c[k] for c in per_crop))
+    for k in features._CROP_MAX:
+        values[f"crop_max_{k}"] = float(max(c[k] for c in per_crop))
+    gray = measures.luma(copy)
+    values |= {f"exp_{k}": v for k, v in measures.exposure(gray).items()}
+    values |= {f"col_{k}": v for k, v in measures.colour(copy).items()}
+    values |= {f"dc_{k}": v for k, v in measures.dark_channel(copy).items()}
+    vector = np.array([values[n] for n in features.FEATURE_NAMES], np.float32)
+    return features.Analysis(values, vector, width, height)
+
+
+def diagnose_regions(width: int, height: int, parts: list[np.ndarray], model=None):
+    """The ``Diagnosis`` of a layer from the float RGB of its :func:`regions`, in that order."""
+    from engine.diagnose import core
+
+    return core.from_analysis(analysis(width, height, *split(width, height, parts)), model or core.default_model())
+
+
+def reply(diagnosis, seconds: float) -> dict:
+    """The ``diagnosis`` frame: what ``instructir diagnose --json`` prints, plus the time it took."""
+    d = diagnosis.to_dict()
+    d.pop("path", None)
+    return dict(d, type="diagnosis", clean=diagnosis.clean, seconds=round(seconds, 3))
