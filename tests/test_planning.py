@@ -133,6 +133,8 @@ def test_no_problem_runs_twice_unless_asked_twice():
     assert intents(plan("dehaze it, then do it again")) == ["haze", "haze"]
     assert intents(plan("it was sharp once, make it sharp again")) == ["blur"]  # a state, not a repeat
     assert intents(plan("upscale it to twice the size")) == ["upsampling"]
+    assert [(s.intent, s.text) for s in plan("upscale it twice")] == [("upsampling", "upscale it twice")]  # 2x
+    assert intents(plan("upscale it, then upscale it again")) == ["upsampling", "upsampling"]
 
 
 def test_explicit_order_is_followed_and_marked():

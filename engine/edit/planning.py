@@ -429,7 +429,7 @@ def plan_instruction(text: str, model: Understands, *, no_op_classes: tuple[str,
             for intent in r.intents:
                 if intent in excluded:
                     continue
-                if intent in by_intent and not (r.repeat or r.twice):
+                if intent in by_intent and not (r.repeat or (r.twice and intent != "upsampling")):
                     known = by_intent[intent]
                     if r.request and not any(x.request for x in known.readings):
                         known.rank = rank  # sequencing words go with the request, not with the description
@@ -438,7 +438,8 @@ def plan_instruction(text: str, model: Understands, *, no_op_classes: tuple[str,
                 p = _Problem(intent, [r], rank)
                 problems.append(p)
                 by_intent[intent] = p
-                for k in range(1, r.times):  # "sharpen it twice", "denoise three times"
+                # "sharpen it twice", "denoise three times"; but "enlarge it twice" is a factor (the step reads it)
+                for k in range(1, 1 if intent == "upsampling" else r.times):
                     problems.append(_Problem(intent, [r], rank + 0.01 * k))
         elif r.kind == "repeat-last" and problems:
             last = problems[-1]
