@@ -308,12 +308,19 @@ def diagnosis_target(image, drawables):
     return drawable, rect, "selection" if masked else "layer"
 
 
+def photo_size(target):
+    """The whole layer's size when ``target`` is a selection of it (the engine judges resolution on it)."""
+    drawable, rect, subject = target
+    size = (drawable.get_width(), drawable.get_height())
+    return size if subject == "selection" and size != (rect[2], rect[3]) else None
+
+
 def diagnose_now(client, image, target):
     """The engine's diagnosis of ``target`` (see :func:`diagnosis_target`), read on this thread."""
     drawable, rect, _ = target
     fmt, dtype, channels = wire_format(image, drawable)
     read = region_reader(drawable, rect, fmt, channels * protocol.DTYPE_SIZES[dtype])
-    return client.diagnose(read, rect[2], rect[3], channels, dtype)
+    return client.diagnose(read, rect[2], rect[3], channels, dtype, photo_size(target))
 
 
 class _Closed(Exception):
@@ -338,6 +345,7 @@ class DialogDiagnosis:
         drawable, rect, _ = target  # everything that asks GIMP is done here, on the main thread
         fmt, self.dtype, self.channels = wire_format(image, drawable)
         self.read = region_reader(drawable, rect, fmt, self.channels * protocol.DTYPE_SIZES[self.dtype])
+        self.photo_size = photo_size(target)
         self.closed = False
         self.reply = None
         box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
@@ -369,7 +377,8 @@ class DialogDiagnosis:
         try:
             client = self._connect()
             rect = self.target[1]
-            reply = client.diagnose(self._on_main_loop(self.read), rect[2], rect[3], self.channels, self.dtype)
+            reply = client.diagnose(self._on_main_loop(self.read), rect[2], rect[3], self.channels, self.dtype,
+                                    self.photo_size)
         except _Closed:
             return
         except protocol.ServerError as exc:
@@ -400,7 +409,7 @@ class DialogDiagnosis:
     def _on_main_loop(self, read):
         """``read`` run on the main loop, a few rows per turn, while this thread waits for it."""
         def proxied(x, y, w, h, step):
-            rows = max(1, DIAGNOSIS_ROWS_PER_TURN // step)
+            rows = DIAGNOSIS_ROWS_PER_TURN  # each row is one row of the layer, whatever the step
             out = bytearray()
             for j in range(0, h, rows):
                 n = min(rows, h - j)

@@ -445,7 +445,9 @@ def test_the_diagnosis_reads_the_selection_only(gimp_run):
     case = _ok(gimp_run["cases"]["auto-selection"])
     seen = [e for e in _case_trace(gimp_run, "auto-selection") if e["event"] == "diagnosis"]
     assert (seen[0]["width"], seen[0]["height"]) == (300, 200) and seen[0]["text"].startswith("This selection ")
-    assert "new" in case
+    # Judged at the layer's 600 x 400, not as a 300 x 200 photo: no "increase the resolution", no new image.
+    assert "noise" in seen[0]["instruction"].lower() and "resolution" not in seen[0]["instruction"]
+    assert "new" in case and not case["new_images"]
 
 
 def test_an_empty_instruction_on_a_clean_layer_changes_nothing_and_says_why(gimp_run):

@@ -39,6 +39,11 @@ class ClassicalOnly:
         assert len(vector) == len(features.FEATURE_NAMES)
         return {k: (1.0 if k is Kind.CLEAN else 0.0) for k in Kind}, 0.0
 
+    def __getattr__(self, name):  # anything else (settings of the model) is the bundled model's
+        from engine.diagnose import default_model
+
+        return getattr(default_model(), name)
+
 
 @pytest.fixture
 def server(tmp_path):
@@ -178,6 +183,16 @@ def test_a_big_layer_travels_only_the_regions(server, noisy):
     assert read.calls[0][4] == 4  # the sub-sampled copy: every 4th pixel of every 4th row
 
 
+def test_a_selection_is_judged_at_the_size_of_its_layer(server, noisy):
+    part = _wire(noisy[100:300, 150:450])  # 300 x 200: as a photo of its own, a small one
+    alone = _client(server).diagnose(Reader(part), 300, 200, 3, "u8")
+    assert "upsampling" in [p["intent"] for p in alone["problems"] if p["severity"] >= 0.3]
+    within = _client(server).diagnose(Reader(part), 300, 200, 3, "u8", photo_size=(6000, 4000))
+    assert "upsampling" not in [p["intent"] for p in within["problems"]]
+    assert within["problems"][0]["intent"] == "noise" and (within["width"], within["height"]) == (300, 200)
+    assert "resolution" not in within["instruction"]
+
+
 def test_float_values_outside_the_range_are_clipped(server, coffee):
     wire = _wire(coffee, "f32").copy()
     wire[::2, ::2] += 40.0  # HDR highlights on a regular grid
@@ -216,7 +231,9 @@ def _raw(srv, header: dict) -> dict:
 
 def test_malformed_diagnose_requests_are_refused(server):
     good = {"type": "diagnose", "width": 10, "height": 10, "channels": 3, "dtype": "u8"}
-    for bad in [dict(good, dtype="f64"), dict(good, channels=5), dict(good, width=0), {"type": "diagnose"}]:
+    for bad in [dict(good, dtype="f64"), dict(good, channels=5), dict(good, width=0), {"type": "diagnose"},
+                dict(good, photo_width=5, photo_height=100), dict(good, photo_width=100),
+                dict(good, photo_width="100", photo_height=100)]:
         reply = _raw(server, bad)
         assert reply["type"] == "error" and reply["code"] == Code.BAD_REQUEST.value, reply
     reply = _raw(server, dict(good, version=protocol.PROTOCOL_VERSION - 1))  # an older plug-in

@@ -97,15 +97,22 @@ def analysis(width: int, height: int, copy: np.ndarray, crops: list[np.ndarray])
     return features.Analysis(values, vector, width, height)
 
 
-def diagnose_regions(width: int, height: int, parts: list[np.ndarray], model=None):
-    """The ``Diagnosis`` of a layer from the float RGB of its :func:`regions`, in that order."""
+def diagnose_regions(width: int, height: int, parts: list[np.ndarray], model=None,
+                     photo_size: tuple[int, int] | None = None):
+    """The ``Diagnosis`` of a ``width`` x ``height`` image from the float RGB of its :func:`regions`, in order.
+
+    ``photo_size``: when the image is part of a larger one (a selection in a layer), the size of the
+    whole; the resolution is judged on it (a small selection of a large photo is not a small photo)."""
     from engine.diagnose import core
 
-    return core.from_analysis(analysis(width, height, *split(width, height, parts)), model or core.default_model())
+    copy, crops = split(width, height, parts)
+    w, h = photo_size or (width, height)
+    return core.from_analysis(analysis(w, h, copy, crops), model or core.default_model())
 
 
-def reply(diagnosis, seconds: float) -> dict:
-    """The ``diagnosis`` frame: what ``instructir diagnose --json`` prints, plus the time it took."""
+def reply(diagnosis, seconds: float, width: int, height: int) -> dict:
+    """The ``diagnosis`` frame: what ``instructir diagnose --json`` prints (``width``/``height``: the part
+    diagnosed), plus the time it took."""
     d = diagnosis.to_dict()
     d.pop("path", None)
-    return dict(d, type="diagnosis", clean=diagnosis.clean, seconds=round(seconds, 3))
+    return dict(d, type="diagnosis", clean=diagnosis.clean, seconds=round(seconds, 3), width=width, height=height)

@@ -45,7 +45,9 @@ and the selection mask is then not applied. A client cancels by sending a
 ``cancel`` frame or simply by closing the connection.
 
 A ``diagnose`` request (version 3 and later) asks what is wrong with a layer (or the selected part of
-it): ``width``, ``height``, ``channels`` and ``dtype`` as for ``restore``. The diagnosis reads a
+it): ``width``, ``height``, ``channels`` and ``dtype`` as for ``restore``, and optionally
+``photo_width``/``photo_height``, the size of the whole layer a selection is part of (the
+resolution is judged on it: a small selection of a large photo is not a small photo). The diagnosis reads a
 sub-sampled copy and a few full-resolution crops, never the whole layer, so the server answers
 ``continue`` with ``regions``: a list of ``[x, y, width, height, step]``, each the pixels
 ``x + i * step`` (``i < width``) of the rows ``y + j * step`` (``j < height``). The client sends each
@@ -280,6 +282,10 @@ def check_diagnose_request(header: dict) -> None:
         raise ProtocolError(f"unknown dtype {dtype!r} (u8, u16 or f32)")
     if c not in (1, 2, 3, 4) or w < 1 or h < 1:
         raise ProtocolError(f"bad image size {w}x{h}x{c}")
+    whole = header.get("photo_width"), header.get("photo_height")
+    if whole != (None, None):
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in whole) or whole[0] < w or whole[1] < h:
+            raise ProtocolError("photo_width and photo_height must be whole numbers at least width and height")
 
 
 def subsample(row, pixel_bytes: int, start: int, step: int, count: int) -> bytes:
@@ -413,15 +419,19 @@ class Client:
     def shutdown(self) -> None:
         self.call({"type": "shutdown"})
 
-    def diagnose(self, read, width: int, height: int, channels: int, dtype: str) -> dict:
+    def diagnose(self, read, width: int, height: int, channels: int, dtype: str,
+                 photo_size: tuple | None = None) -> dict:
         """What is wrong with an image; returns the ``diagnosis`` reply (``suggestion``, ``instruction``...).
 
         ``read(x, y, width, height, step)`` gives the pixels ``x + i * step`` of the rows ``y + j * step``
         (``width`` x ``height`` of them, interleaved like ``restore``'s); it is called only for the parts
-        the server asks for, a band at a time, so a caller never reads the whole image.
+        the server asks for, a band at a time, so a caller never reads the whole image. ``photo_size``:
+        (width, height) of the whole layer when the image is a selection of it.
         """
         header = {"type": "diagnose", "width": int(width), "height": int(height), "channels": int(channels),
                   "dtype": dtype}
+        if photo_size:
+            header["photo_width"], header["photo_height"] = int(photo_size[0]), int(photo_size[1])
         pixel = int(channels) * DTYPE_SIZES[dtype]
         with self._connect() as sock:
             send_message(sock, self._header(header))

@@ -423,7 +423,9 @@ class EngineServer:
             parts.append(diagnosis.to_rgb(data, region, c, dtype))
         t = time.perf_counter()
         try:
-            found = diagnosis.diagnose_regions(w, h, parts, self._diagnose_model())
+            whole = header.get("photo_width"), header.get("photo_height")
+            found = diagnosis.diagnose_regions(w, h, parts, self._diagnose_model(),
+                                               tuple(int(v) for v in whole) if whole[0] else None)
         except StudioError as exc:
             log.info("diagnosis refused: %s", exc)
             _try_send(conn, dict(exc.to_dict(), type="error"))
@@ -434,7 +436,7 @@ class EngineServer:
                                                               "The details are in the engine server's log."))
             return
         self.diagnoses += 1
-        _try_send(conn, diagnosis.reply(found, time.perf_counter() - t))
+        _try_send(conn, diagnosis.reply(found, time.perf_counter() - t, w, h))
 
     def _diagnose_model(self):
         if self._diagnose_factory is not None:
