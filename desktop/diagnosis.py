@@ -38,6 +38,8 @@ LABELS = {
     "low-light": "Brighten", "enhancement": "Enhance colours", "upsampling": "Upscale 2×", "jpeg": "Fix JPEG",
 }
 LOOKING = "Looking at the photo…"
+#: The notice's button names the whole instruction when it fits the panel.
+ACTION_CHARS = 44
 EDIT_HINT = "Click to apply · Ctrl+click or Shift+click to edit the text first"
 
 
@@ -72,7 +74,7 @@ def suggestions_for(diagnosis) -> list[Suggestion]:
                               f"“{diagnosis.instruction}”\n{EDIT_HINT}"))
     for p in sorted(fix, key=lambda p: [s.intent for s in diagnosis.steps].index(p.intent)):
         label = LABELS.get(p.intent.value, p.intent.value.capitalize())
-        if p.instruction.endswith(" a little"):
+        if p.instruction.endswith(" a little") and p.intent.value != "upsampling":  # not "Upscale 2× a little"
             label += " a little"
         out.append(Suggestion(label, p.instruction, f"The photo looks {p.describe()}: {p.reason}.\n"
                                                     f"“{p.instruction}”\n{EDIT_HINT}"))
@@ -230,7 +232,8 @@ class PhotoDiagnosis(QObject):
         if text:
             action = None
             if purpose is Purpose.OPENED and diagnosis.instruction and self.send is not None:
-                action = (f"Fix it: “{diagnosis.instruction}”", self._sender(diagnosis.instruction))
+                label = f"Fix it: “{diagnosis.instruction}”"
+                action = (label if len(label) <= ACTION_CHARS else "Fix it", self._sender(diagnosis.instruction))
             self.conversation.add_notice(text, NoticeKind.ADVICE, action=action)
         self.diagnosed.emit(diagnosis, purpose)
 

@@ -3,6 +3,7 @@
     instructir restore photo.jpg "please remove the noise" -o clean.jpg
     instructir batch photos/ --instruction "remove the noise" -o out/
     instructir plan "remove the noise and then brighten it a bit" --json
+    instructir diagnose photo.jpg [--json]          # what is wrong; "auto" / "fix it" restore from it
     instructir models [list | download NAME | verify NAME]
 """
 
@@ -15,6 +16,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from engine.diagnose import cli as diagnose_cli
 from engine.edit.upsampling import DEFAULT_MAX_RESULT_PIXELS
 from engine.errors import StudioError
 from engine.serve import server as serve_cli
@@ -67,10 +69,17 @@ def cmd_restore(args) -> int:
     out = output_path_for(source, Path(args.output) if args.output else None)
     if out.exists() and not args.overwrite:
         raise CliError(f"{out} already exists; pass --overwrite to replace it")
+    from engine.diagnose import resolve_instruction
+
+    instruction, auto = resolve_instruction(args.instruction, picture)  # "auto", "fix it": from the diagnosis
+    if auto is not None:
+        print(auto.message, file=sys.stderr)
+        if not instruction:
+            return 0
     restorer = _restorer(args)
     session = EditSession(picture.rgb, max_result_pixels=int(args.max_result_mp * 1e6))
     with _bar("restoring") as bar:
-        plan = session.apply(args.instruction, restorer, strength=args.strength, progress=_progress_into(bar))
+        plan = session.apply(instruction, restorer, strength=args.strength, progress=_progress_into(bar))
     _report_plan(plan)
     path = save_image(picture.with_rgb(session.result()), out, overwrite=args.overwrite, quality=args.quality)
     print(path)
@@ -90,7 +99,15 @@ def cmd_batch(args) -> int:
     if not items:
         raise CliError("no images found in the given paths")
     restorer = _restorer(args)
-    if recipe is None:
+    from engine.diagnose import is_auto_instruction
+
+    recipe_for = None
+    if recipe is None and is_auto_instruction(args.instruction):  # each photo planned from its own diagnosis
+        from engine.diagnose.auto import auto_recipe
+
+        def recipe_for(picture):
+            return auto_recipe(picture, restorer, strength=args.strength)
+    elif recipe is None:
         # Planned once, on a stand-in image: every photo then replays the same steps (sizes follow each photo).
         import numpy as np
 
@@ -117,10 +134,13 @@ def cmd_batch(args) -> int:
         try:
             report = run_batch(items, recipe, restorer, fmt=args.format, overwrite=args.overwrite,
                                quality=args.quality, on_event=on_event, cancel=cancel,
-                               max_result_pixels=int(args.max_result_mp * 1e6))
+                               max_result_pixels=int(args.max_result_mp * 1e6), recipe_for=recipe_for)
         except KeyboardInterrupt:
             cancel.cancel()
             raise
+    if recipe_for is not None:  # what was done to each photo
+        for item in items:
+            print(f"{item.source}: {item.status.value}" + (f": {item.note}" if item.note else ""))
     print(report.summary())
     return EXIT_ERROR if report.failed else 0
 
@@ -203,14 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("restore", help="restore one photo")
     p.add_argument("input")
-    p.add_argument("instruction")
+    p.add_argument("instruction", help='what to fix; "auto" (or "fix it") fixes what the diagnosis finds')
     p.add_argument("-o", "--output", help="output file or folder (default: next to the input, *_restored)")
     model_opts(p)
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("batch", help="apply one instruction or recipe to files and folders")
     p.add_argument("paths", nargs="+")
-    p.add_argument("--instruction")
+    p.add_argument("--instruction", help='what to fix; "auto" diagnoses and fixes each photo on its own')
     p.add_argument("--recipe", help="recipe JSON exported from a session")
     p.add_argument("-o", "--output", required=True, help="output folder (input folders are mirrored inside)")
     p.add_argument("--format", choices=["jpeg", "png", "tiff", "webp"], help="output format (default: keep)")
@@ -229,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", help="verify a local folder instead of the cache")
     p.set_defaults(func=cmd_models)
 
+    diagnose_cli.register_cli(sub)  # diagnose (engine/diagnose/cli.py)
     serve_cli.register_cli(sub)  # serve (engine/serve/server.py)
     for entry in entry_points(group="instructir.commands"):  # front ends add theirs (gimp-install)
         entry.load()(sub)

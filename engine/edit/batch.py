@@ -34,12 +34,13 @@ class BatchStatus(str, enum.Enum):
     RUNNING = "running"
     DONE = "done"
     SKIPPED = "skipped"  # the output already existed (a resumed batch)
+    UNCHANGED = "unchanged"  # batch auto: nothing worth fixing, nothing written
     FAILED = "failed"
     CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (BatchStatus.DONE, BatchStatus.SKIPPED, BatchStatus.FAILED)
+        return self in (BatchStatus.DONE, BatchStatus.SKIPPED, BatchStatus.UNCHANGED, BatchStatus.FAILED)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class BatchItem:
     status: BatchStatus = BatchStatus.PENDING
     error: str = ""
     seconds: float = 0.0
+    note: str = ""  # batch auto: what the diagnosis found and what was done
 
 
 @dataclass
@@ -67,6 +69,8 @@ class BatchReport:
         parts = [f"{self.count(BatchStatus.DONE)} restored",
                  f"{self.count(BatchStatus.SKIPPED)} skipped (already done)",
                  f"{self.count(BatchStatus.FAILED)} failed"]
+        if self.count(BatchStatus.UNCHANGED):
+            parts.insert(1, f"{self.count(BatchStatus.UNCHANGED)} left unchanged (nothing worth fixing)")
         if self.cancelled:
             left = self.count(BatchStatus.PENDING) + self.count(BatchStatus.CANCELLED)
             parts.append(f"cancelled with {left} not processed")
@@ -75,6 +79,8 @@ class BatchReport:
 
 #: ``on_event(item, index, total, fraction_of_this_file)``
 BatchCallback = Callable[[BatchItem, int, int, float], None]
+#: ``recipe_for(picture) -> (recipe or None to leave the photo unchanged, note for the report)`` (batch auto).
+RecipeFor = Callable[[Picture], "tuple[Recipe | None, str]"]
 
 
 def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Path]]:
@@ -105,10 +111,15 @@ def plan_outputs(inputs: list[tuple[Path, Path]], out_dir: Path, fmt: str | None
     return items
 
 
-def run_batch(items: list[BatchItem], recipe: Recipe, restorer, *, fmt: str | None = None, overwrite: bool = False,
-              quality: int = 95, on_event: BatchCallback | None = None,
-              cancel: CancelToken | None = None, max_result_pixels: int = DEFAULT_MAX_RESULT_PIXELS) -> BatchReport:
-    """Process ``items`` in order; never raises for a bad file, only records it."""
+def run_batch(items: list[BatchItem], recipe: Recipe | None, restorer, *, fmt: str | None = None,
+              overwrite: bool = False, quality: int = 95, on_event: BatchCallback | None = None,
+              cancel: CancelToken | None = None, max_result_pixels: int = DEFAULT_MAX_RESULT_PIXELS,
+              recipe_for: RecipeFor | None = None) -> BatchReport:
+    """Process ``items`` in order; never raises for a bad file, only records it.
+
+    ``recipe_for`` (instead of ``recipe``) gives each photo its own recipe, or None to leave it
+    unchanged (``engine.diagnose.auto.auto_recipe``: batch ``auto``); its note goes into the item.
+    """
     report = BatchReport(items)
     todo = []
     for item in items:
@@ -138,10 +149,18 @@ def run_batch(items: list[BatchItem], recipe: Recipe, restorer, *, fmt: str | No
             t = time.perf_counter()
             try:
                 picture = future.result()
-                session = EditSession.replay(recipe, picture.rgb, restorer, cancel=cancel,
-                                             max_result_pixels=max_result_pixels,
-                                             progress=lambda d, o, it=item: _emit(on_event, it, items, d / max(o, 1)))
-                pending_saves.append((item, pool.submit(save, item, picture.with_rgb(session.result()))))
+                item_recipe = recipe
+                if recipe_for is not None:
+                    item_recipe, item.note = recipe_for(picture)
+                if item_recipe is None:
+                    item.status = BatchStatus.UNCHANGED
+                    _emit(on_event, item, items, 1.0)
+                else:
+                    session = EditSession.replay(item_recipe, picture.rgb, restorer, cancel=cancel,
+                                                 max_result_pixels=max_result_pixels,
+                                                 progress=lambda d, o, it=item: _emit(on_event, it, items,
+                                                                                      d / max(o, 1)))
+                    pending_saves.append((item, pool.submit(save, item, picture.with_rgb(session.result()))))
             except Cancelled:
                 item.status = BatchStatus.CANCELLED
                 report.cancelled = True
