@@ -67,6 +67,8 @@ def plan(text, model=None):
     ("sharpen it without brightening", ["sharpen it", "without brightening"]),
     ("there's salt and pepper everywhere", ["there's salt and pepper everywhere"]),
     ("upscale to 2.5x. thanks", ["upscale to 2.5x", "thanks"]),
+    ("make it brighter and sharper", ["make it brighter", "make it sharper"]),  # "make it" carried
+    ("make it brighter after denoising", ["make it brighter", "after denoising"]),
 ])
 def test_split(text, parts):
     assert split_instruction(text) == parts
@@ -94,6 +96,12 @@ def test_a_pronoun_request_belongs_to_the_one_problem_described():
         ("haze", 0.5, "the portrait is foggy, clear it up a little")]
     steps = plan("the portrait is foggy, add a hat to it")
     assert [(s.intent, s.actionable) for s in steps] == [("haze", True), ("unrelated", False)]
+
+
+def test_carried_words_are_part_of_the_step_text():
+    steps = plan("make it brighter and sharper")
+    assert {s.intent: s.text for s in steps if s.actionable} == {"low-light": "make it brighter",
+                                                                   "blur": "make it sharper"}
 
 
 def test_back_references_keep_every_problem_described():

@@ -108,6 +108,11 @@ _SEPARATOR = re.compile(
 #: Phrases never cut in two.
 _WHOLE = re.compile(r"salt[- ]and[- ]pepper|black[- ]and[- ]white|rock and roll|before and after|more and more|"
                     r"over and over|up and down|out and about|after the first pass|first pass", re.IGNORECASE)
+#: "make it brighter and sharper": the second clause is read (and runs) as "make it sharper".
+_CARRY = re.compile(r"^\s*((?:please\s+)?(?:make|get|turn)\s+(?:it|this|them|the\s+\w+|my\s+\w+)\s+)", re.IGNORECASE)
+_COMPARATIVE = re.compile(r"^(?:a\s+(?:bit|little|lot|touch)\s+|much\s+|slightly\s+|way\s+)?(?:more\s+\w+|less\s+\w+|"
+                          r"(?!(?:after|never|other|either|neither|rather|together|under|over|water|later|ever)\b)"
+                          r"\w+er)(?:\s+(?:too|as well|please|still))?$", re.IGNORECASE)
 _EDGES = re.compile(r"^[\s,.!;:]+|[\s,.!;:]+$")
 _SEQUENCE_LEAD = re.compile(rf"^(?:,\s*)?(?:(?:and|but|so)\s+)?{_SEQ_WORDS}\b|^(?:step\s+(?:two|three|four|[2-9]))\b",
                             re.IGNORECASE)
@@ -159,6 +164,7 @@ class _Clause:
     index: int
     sentence: int
     lead: str = ""  # the separator before it
+    prefix: str = ""  # words carried from the clause before ("make it " of "make it brighter and sharper")
 
 
 def _clauses(text: str) -> list[_Clause]:
@@ -173,7 +179,13 @@ def _clauses(text: str) -> list[_Clause]:
         trimmed = _EDGES.sub("", raw)
         if trimmed and re.search(r"\w", trimmed):
             s = pos + raw.find(trimmed)
-            out.append(_Clause(trimmed, s, s + len(trimmed), len(out), sentence, lead))
+            clause = _Clause(trimmed, s, s + len(trimmed), len(out), sentence, lead)
+            carry = _CARRY.match(out[-1].prefix + out[-1].text) if out else None  # a chain carries on
+            if carry and _COMPARATIVE.match(trimmed):
+                # the step runs as "make it sharper"; the head reads "sharper" alone, since the carried words
+                # would pull it toward what the clause before asked for
+                clause.prefix = carry.group(1)
+            out.append(clause)
         if m is not None:
             lead = m.group(0)
             if re.search(r"[;!?\n]|\.(?!\d)", lead):
@@ -183,8 +195,8 @@ def _clauses(text: str) -> list[_Clause]:
 
 
 def split_instruction(text: str) -> list[str]:
-    """The clauses of an instruction, in order (what each is understood as is ``plan_instruction``'s job)."""
-    return [c.text for c in _clauses(text)]
+    """The clauses of an instruction, in order, with carried words (what each means is ``plan_instruction``'s job)."""
+    return [c.prefix + c.text for c in _clauses(text)]
 
 
 # --- reading one clause -----------------------------------------------------------
@@ -362,12 +374,12 @@ def _joined(text: str, readings: list[_Reading]) -> str:
     parts, span = [], None
     for c in clauses:
         if span and c.index == span[2] + 1:
-            span = (span[0], c.end, c.index)
+            span = (span[0], c.end, c.index, span[3])
         else:
             if span:
-                parts.append(text[span[0]:span[1]])
-            span = (c.start, c.end, c.index)
-    parts.append(text[span[0]:span[1]])
+                parts.append(span[3] + text[span[0]:span[1]])
+            span = (c.start, c.end, c.index, c.prefix)
+    parts.append(span[3] + text[span[0]:span[1]])
     return ", ".join(parts)
 
 
