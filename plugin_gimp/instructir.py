@@ -338,8 +338,11 @@ class DialogDiagnosis:
     """
 
     def __init__(self, dialog, config, image, target, record, model, device):
-        from gi.repository import Gtk
+        self.prepare(config, image, target, record, model, device)
+        self.build(dialog)
 
+    def prepare(self, config, image, target, record, model, device):
+        """Everything but the widgets (tests/gimp/dialog_check.py runs this part without a display)."""
         self.config, self.image, self.target, self.record = config, image, target, record
         self.model, self.device = model, device
         drawable, rect, _ = target  # everything that asks GIMP is done here, on the main thread
@@ -348,6 +351,11 @@ class DialogDiagnosis:
         self.photo_size = photo_size(target)
         self.closed = False
         self.reply = None
+
+    def build(self, dialog):
+        from gi.repository import Gtk
+
+        target = self.target
         box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
         self.label = Gtk.Label(label="Looking at the " + target[2] + "\u2026", xalign=0.0)
         self.label.set_line_wrap(True)

@@ -458,3 +458,55 @@ def test_an_empty_instruction_on_a_clean_layer_changes_nothing_and_says_why(gimp
     assert [e["instruction"] for e in trace if e["event"] == "diagnosis"] == [""]
     notes = [e["text"] for e in trace if e["event"] == "message"]
     assert notes and "nothing worth fixing" in notes[0] and "Nothing was changed" in notes[0]
+
+
+def test_the_dialog_diagnosis_fills_an_empty_field_without_holding_up_the_main_loop(tmp_path, request):
+    """The dialog's code (DialogDiagnosis) with GIMP's Python, GLib and GEGL, against a real engine server:
+    the layer is read on the main loop only, the loop keeps turning, and the empty field gets the suggestion.
+    (No display in the root: the label and the button are stand-ins; see tests/gimp/dialog_check.py.)"""
+    root = _root_or_skip()
+    from skimage import data
+
+    from engine.serve.protocol import diagnosis_text
+    from plugin_gimp import install as gimp_install
+
+    real = (BUNDLED / "model.safetensors").is_file()
+    model = str(BUNDLED) if real else str(request.getfixturevalue("tiny_model_dir"))
+    work = Path(root / "tmp" / f"instructir-dialog-{os.getpid()}")
+    inner = Path("/tmp") / work.name
+    work.mkdir(parents=True)
+    os.chmod(work, 0o755)
+    rng = np.random.default_rng(11)
+    coffee = data.coffee().astype(np.float32) / 255
+    noisy = np.rint(np.clip(coffee + rng.normal(0, SIGMA, coffee.shape), 0, 1) * 255).astype(np.uint8)
+    (work / "noisy.raw").write_bytes(noisy.tobytes())
+    (work / "dialog_check.py").write_text((HERE / "gimp" / "dialog_check.py").read_text())
+    gimp_install.install(work / "gimp" / "plug-ins", python=sys.executable, model=model, device="cpu")
+    server = _start_server(model, work / "state.json", tmp_path / "server.log")
+    try:
+        env = {"PATH": "/usr/bin:/bin", "HOME": f"{inner}/home", "LANG": "C.UTF-8",
+               "INSTRUCTIR_SERVER_STATE": f"{inner}/state.json"}
+        cmd = ["chroot", str(root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), "python3",
+               f"{inner}/dialog_check.py", f"{inner}/gimp/plug-ins/instructir/instructir.py", f"{inner}/noisy.raw",
+               "600", "400", f"{inner}/out.json"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        seen = json.loads((work / "out.json").read_text())
+    finally:
+        client = protocol.connect(work / "state.json")
+        if client is not None:
+            client.shutdown()
+        server.wait(timeout=30)
+        if not os.environ.get("INSTRUCTIR_KEEP_GIMP_WORK"):
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    expected = _expected(noisy.astype(np.float32) / 255)
+    assert "noise" in [p.intent.value for p in expected.steps]
+    reply = seen["reply"]
+    assert reply is not None, seen["labels"]
+    assert reply["instruction"] == expected.instruction and (reply["width"], reply["height"]) == (600, 400)
+    assert seen["config"] == {"instruction": expected.instruction, "suggested": expected.instruction}
+    assert seen["labels"][-1] == diagnosis_text(reply, "layer") and seen["button"] is True
+    assert seen["reads"] >= 1 and set(seen["read_threads"]) == {seen["main_thread"]}  # GEGL on the main loop only
+    assert seen["max_gap"] < 0.5 and seen["ticks"] > 0, seen  # the main loop (the dialog) was never held up
