@@ -109,6 +109,16 @@ class Conversation(QObject):
         role = Role.ERROR if kind is NoticeKind.ERROR else Role.NOTICE
         return self._insert(Message(role, text, kind=kind, action=action))
 
+    def add_about_photo(self, text: str, kind: NoticeKind = NoticeKind.ADVICE,
+                        action: tuple[str, Callable[[], object]] | None = None) -> Message:
+        """A notice about the photo as it was opened (its diagnosis): right under the "Opened …" message,
+        above instructions sent meanwhile, so the conversation still reads in order."""
+        opened = next((i for i in range(len(self.messages) - 1, -1, -1)
+                       if self.messages[i].role is Role.NOTICE and self.messages[i].token == 0), None)
+        index = None if opened is None else opened + 1
+        role = Role.ERROR if kind is NoticeKind.ERROR else Role.NOTICE
+        return self._insert(Message(role, text, kind=NoticeKind(kind), action=action), index)
+
     def add_opened(self, text: str) -> Message:
         """The first message of a document: clicking it shows the original."""
         return self._insert(Message(Role.NOTICE, text, token=0, tip="Click to show the original photo"))

@@ -234,7 +234,10 @@ class PhotoDiagnosis(QObject):
             if purpose is Purpose.OPENED and diagnosis.instruction and self.send is not None:
                 label = f"Fix it: “{diagnosis.instruction}”"
                 action = (label if len(label) <= ACTION_CHARS else "Fix it", self._sender(diagnosis.instruction))
-            self.conversation.add_notice(text, NoticeKind.ADVICE, action=action)
+            if purpose is Purpose.OPENED:
+                self.conversation.add_about_photo(text, NoticeKind.ADVICE, action=action)
+            else:
+                self.conversation.add_notice(text, NoticeKind.ADVICE)
         self.diagnosed.emit(diagnosis, purpose)
 
     def _sender(self, instruction: str) -> Callable[[], None]:

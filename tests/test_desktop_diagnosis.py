@@ -97,6 +97,23 @@ def test_the_photo_shows_first_and_the_diagnosis_follows(qtbot, studio, tmp_path
     assert said.startswith("What I see: this photo looks noisy (strong).") and "grain of about" in said
 
 
+def test_a_diagnosis_arriving_after_an_instruction_was_sent_goes_under_the_opened_message(
+        qtbot, studio, tmp_path, photo):  # noqa: F811
+    from conftest import FakeRestorer
+
+    window = studio(FakeRestorer(delay=2.0), diagnose=FakeDiagnose(delay=0.5))  # restoring takes longer
+    open_photo(qtbot, window, noisy_file(tmp_path, photo))
+    seen = []
+    window.diagnosis.diagnosed.connect(lambda d, purpose: seen.append(purpose))
+    window.chat.send("brighten it")  # typed before the diagnosis came
+    qtbot.waitUntil(lambda: Purpose.AFTER_STEP in seen, timeout=WAIT)
+    assert seen == [Purpose.OPENED, Purpose.AFTER_STEP]
+    texts = [m.text.split(":")[0] for m in window.conversation.messages]
+    opened = next(i for i, t in enumerate(texts) if t.startswith("Opened noisy.png"))
+    assert texts[opened + 1] == "What I see"  # the story reads in order: opened, seen, asked, done, left
+    assert texts[opened + 2] == "brighten it" and texts[-1].startswith("It still looks")
+
+
 def test_a_newer_photo_cancels_the_older_diagnosis(qtbot, studio, tmp_path, photo):  # noqa: F811
     diagnose = FakeDiagnose(delay=3.0)
     window = studio(diagnose=diagnose)
