@@ -119,6 +119,13 @@ def test_wording_of_suggestion_and_instruction():
     assert Diagnosis((), 10, 10).instruction == ""
 
 
+def test_a_small_photo_is_enlarged_without_a_degree():
+    small = np.random.default_rng(0).random((200, 300, 3)).astype(np.float32) * 0.2 + 0.4
+    up = [p for p in diagnose(small).problems if p.intent is Kind.UPSAMPLING]
+    assert up and up[0].severity >= WORTH_FIXING and "200" in up[0].reason
+    assert up[0].instruction == "increase the resolution" and up[0].strength == 1.0
+
+
 def test_diagnosis_as_json_names_the_file(tmp_path, photo):
     path = tmp_path / "dark.jpg"
     Image.fromarray((photo * 0.15 * 255).astype(np.uint8)).save(path, quality=25)

@@ -292,8 +292,10 @@ def from_analysis(analysis: features.Analysis, model: DiagnoseModel, source: Pat
         fix = _WORDS[kind][1]
         if kind is Kind.UPSAMPLING and w * h >= LARGE_MEGAPIXELS * 1e6:
             fix = _WORDS[Kind.BLUR][1]
-        text = fix + (" a little" if degree(severity) == "a little" else "")
-        problems.append(Problem(kind, round(float(severity), 4), reason, text, strength_for(severity)))
+        # An enlargement is all or nothing: its fix takes no degree.
+        mild = degree(severity) == "a little" and fix != _WORDS[Kind.UPSAMPLING][1]
+        problems.append(Problem(kind, round(float(severity), 4), reason, fix + (" a little" if mild else ""),
+                                strength_for(severity) if mild else 1.0))
     problems.sort(key=lambda p: -p.severity)
     measures = {"noise_sigma": round(features.noise_sigma_255(values), 2), "jpeg_quality": quality,
                 "brightness": round(values["exp_mean"], 4), "strength": round(strength, 4),
