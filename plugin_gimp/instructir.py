@@ -353,6 +353,7 @@ class DialogDiagnosis:
         self.reply = None
 
     def build(self, dialog):
+        gi.require_version("Gtk", "3.0")  # GimpUi 3.0's own GTK
         from gi.repository import Gtk
 
         target = self.target

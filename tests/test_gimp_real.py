@@ -300,11 +300,11 @@ def test_result_is_one_undo_group_and_progress_moved(gimp_run):
     first = events.index("undo_group_start")
     assert events[first:first + 3] == ["undo_group_start", "layer", "undo_group_end"]
     assert trace[first]["ok"] and trace[first + 2]["ok"], "GIMP did not open/close the undo group"
-    # one per case that added a layer to its image (rgb, selection, gray, hdr, skipped part, queued);
-    # the enlarged result opened as a new image and left the source image's history alone
-    assert events.count("undo_group_start") == events.count("undo_group_end") == 6
+    # one per case that added a layer to its image (rgb, selection, gray, hdr, skipped part, queued, auto,
+    # auto-selection); the enlarged result opened as a new image and left the source image's history alone
+    assert events.count("undo_group_start") == events.count("undo_group_end") == 8
     progress = [e for e in trace if e["event"] == "progress"]
-    assert len(progress) == 7 and all(p["updates"] >= 1 and p["fraction"] == 1.0 for p in progress)
+    assert len(progress) == 9 and all(p["updates"] >= 1 and p["fraction"] == 1.0 for p in progress)
     # The 160x160 image goes through the engine in 128-pixel tiles (4 of them): the server sends the first
     # measured step at once and coalesces the rest to one frame per 0.1 s, so at least first and last arrive.
     assert progress[0]["updates"] >= 2
@@ -405,8 +405,9 @@ def test_not_a_request_comes_back_as_a_readable_error(gimp_run):
 def test_server_kept_the_model_loaded(gimp_run):
     pong = gimp_run["pong"]
     assert pong is not None, "the engine server did not survive the GIMP session"
-    # seven GIMP jobs and the host's own (the cancelled, refused and indexed cases ran none)
-    assert pong["loads"] == 1 and pong["jobs_done"] == 8
+    # nine GIMP jobs and the host's own (the cancelled, refused, indexed and clean 'auto' cases ran none)
+    assert pong["loads"] == 1 and pong["jobs_done"] == 10
+    assert pong["diagnoses"] == 3  # the three empty-instruction cases
 
 
 def _case_trace(gimp_run, name: str) -> list:
