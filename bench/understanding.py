@@ -42,7 +42,7 @@ def load_heldout(path: Path = HELDOUT) -> list[dict]:
 
 def corpus_val_cases() -> list[dict]:
     """The instruction corpus' val split as plan cases: each sentence is one problem (or none, if unrelated)."""
-    from engine.edit.instructions import load_corpus
+    from engine.model.instructions import load_corpus
 
     val = load_corpus()["val"]
     return [{"text": t, "steps": [] if cls == "unrelated" else [cls], "ordered": False, "pattern": "corpus-val"}

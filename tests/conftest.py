@@ -21,7 +21,7 @@ TINY_CONFIG = {"width": 8, "enc_blks": [1, 1, 1, 1], "middle_blk_num": 1, "dec_b
 
 
 def make_tiny_bundle(seed: int = 0, name: str = "tiny-test"):
-    from engine.edit.instructions import STUDIO_CLASSES
+    from engine.model.instructions import STUDIO_CLASSES
     from engine.model.network import build_lm_head, build_network
     from engine.model.registry import ModelBundle
 
@@ -36,7 +36,7 @@ def make_tiny_bundle(seed: int = 0, name: str = "tiny-test"):
 
 def fit_head(head, per_class: int = 24, steps: int = 150):
     """Train the projection head briefly on part of the corpus, so the test model understands instructions."""
-    from engine.edit.instructions import STUDIO_CLASSES, load_corpus
+    from engine.model.instructions import STUDIO_CLASSES, load_corpus
     from engine.model.text import TextEncoder
 
     corpus = load_corpus()["train"]

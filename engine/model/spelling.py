@@ -195,7 +195,7 @@ def _corrector_for(encoder_path: str) -> SpellingCorrector | None:
     if not (path / "vocab.txt").is_file():
         return None  # not a word-piece tokenizer we can read: leave the text alone
     try:
-        from engine.edit.instructions import load_corpus
+        from engine.model.instructions import load_corpus
 
         train = load_corpus()["train"]
         corpus = [t for texts in train.values() for t in texts]

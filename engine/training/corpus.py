@@ -1,6 +1,6 @@
 """Grow the instruction corpus: hand-written sentences plus template-generated variety.
 
-    python -m engine.training.corpus            # rewrite engine/edit/data/instructions.json (deterministic)
+    python -m engine.training.corpus            # rewrite engine/model/data/instructions.json (deterministic)
     python -m engine.training.corpus --check    # fail when the file is not what the generator makes
 
 The corpus keeps every hand-written sentence of the previous version (``HAND``:
@@ -30,7 +30,7 @@ import re
 import sys
 from pathlib import Path
 
-from engine.edit.instructions import CORPUS_PATH, STUDIO_CLASSES
+from engine.model.instructions import CORPUS_PATH, STUDIO_CLASSES
 
 VERSION = 3
 SEED = 13

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.edit.instructions import labelled, load_corpus
+from engine.model.instructions import labelled, load_corpus
 from engine.model.registry import ModelBundle, load_folder, save_folder
 from engine.training.train import embed_corpus, intent_accuracy
 
