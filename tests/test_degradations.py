@@ -164,7 +164,7 @@ def test_rain_layers_vary_and_heavy_rain_is_heavier(clean):
     assert cover(heavy) > 1.5 * cover(light)
     assert all(3 <= len(d.params["layers"]) <= 5 for d in heavy)
     assert all(1 <= len(d.params["layers"]) <= 3 for d in light)
-    assert all(d.params["veil"] >= 0.1 for d in heavy) and all(d.params["veil"] <= 0.12 for d in light)
+    assert all(d.params["veil"] >= 0.05 for d in heavy) and all(d.params["veil"] <= 0.06 for d in light)
     layers = [layer for d in heavy for layer in d.params["layers"]]
     for key in ("width", "length", "opacity", "angle"):
         values = [layer[key] for layer in layers]
@@ -256,3 +256,16 @@ def test_upsampling_covers_x2_and_x4_bicubic_down_up(clean):
     x2 = np.abs(D.downscale(clean, np.random.default_rng(0), factor=2).image - clean).mean()
     x4 = np.abs(D.downscale(clean, np.random.default_rng(0), factor=4).image - clean).mean()
     assert x4 > x2
+
+
+def test_rain_is_heavy_or_light_as_real_rain_is():
+    """Heavy rain costs a photo about 13-19 dB (as Rain100H inputs), light rain much less."""
+    from engine.training.metrics import psnr
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:160, 0:160] / 160.0
+    photo = np.stack([0.3 + 0.4 * x, 0.35 + 0.3 * y, 0.4 + 0.2 * np.cos(5 * x)], -1).astype(np.float32)
+    heavy = [psnr(D.rain_layers(photo, rng, heavy=True).image, photo) for _ in range(8)]
+    light = [psnr(D.rain_layers(photo, rng, heavy=False).image, photo) for _ in range(8)]
+    assert 12 < np.median(heavy) < 20
+    assert np.median(light) > np.median(heavy) + 6

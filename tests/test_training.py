@@ -12,6 +12,15 @@ from engine.training.data import PatchSampler
 CONFIG = "engine/training/configs/tiny_test.json"
 
 
+@pytest.fixture(autouse=True)
+def shared_embeddings(tmp_path_factory, monkeypatch):
+    """One sentence-embedding cache for every run in this module (the corpus has thousands of instructions;
+    the cache is keyed by the prepared texts, so sharing it is exact)."""
+    cache = tmp_path_factory.getbasetemp() / "embeddings.pt"
+    real = train.embed_corpus
+    monkeypatch.setattr(train, "embed_corpus", lambda name, _cache: real(name, cache))
+
+
 @pytest.fixture(scope="module")
 def bf16_config(tmp_path_factory):
     """The tiny config with the stage-2 options: task weights, bf16 autocast, channels-last."""
@@ -66,3 +75,103 @@ def test_task_weights_steer_the_sampler():
     assert counts["noise"] > 3 * counts["blur"]
     with pytest.raises(ValueError, match="unknown tasks"):
         PatchSampler(photos, 16, seed=0, task_weights={"denoise": 1.0})
+
+
+@pytest.fixture(scope="module")
+def stage4_like_config(tmp_path_factory):
+    """The tiny config with the stage-4 options: margin, big-patch global batches, colour loss, snapshots,
+    data workers."""
+    config = json.loads(open(CONFIG).read())
+    config["data"] |= {"margin": 8, "global_tasks": ["haze", "low-light"], "global_patch_size": 48,
+                       "global_batch_size": 1, "global_every": 2}
+    config["train"] |= {"colour_weight": 0.5, "snapshot_every": 2, "data_workers": 1}
+    path = tmp_path_factory.mktemp("cfg") / "tiny_stage4.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_accelerated_run_returns_a_checkpoint_and_a_model_on_cpu(tmp_path, stage4_like_config):
+    from engine.training import accelerated
+
+    out = tmp_path / "accel"
+    result = accelerated.main(["--minutes", "5", "--out", str(out), "--config", str(stage4_like_config),
+                               "--steps", "4", "--device", "cpu"])
+    assert result["steps"] == 4 and result["device"] == "cpu"
+    assert (out / "last.pt").exists() and (out / "step-2.pt").exists() and (out / "step-4.pt").exists()
+    assert json.loads((out / "result.json").read_text())["model"] == str(out / "model")
+    from engine.model.pipeline import Restorer
+
+    y = Restorer.from_pretrained(out / "model", device="cpu").restore(np.full((24, 24, 3), 0.4, np.float32),
+                                                                     "remove the haze")
+    assert y.shape == (24, 24, 3) and np.isfinite(y).all()
+
+
+def test_time_budget_stops_the_run_with_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    train.main(["--config", CONFIG, "--out", str(out), "--steps", "1000", "--time-budget", "0.001"])
+    import torch
+
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert 1 <= ckpt["step"] < 1000
+
+
+def test_global_batches_are_bigger_patches_of_the_global_tasks():
+    from engine.training.data import BatchStream
+
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 255, (120, 120, 3), dtype=np.uint8)]
+    main = PatchSampler(photos, 16, seed=0, identity_fraction=0.0)
+    glob = PatchSampler.for_tasks(photos, ["haze"], 64, seed=1, identity_fraction=0.0)
+    stream = BatchStream(main, 4, glob, global_every=3, global_batch_size=2)
+    shapes = [tuple(stream.batch_for(s).degraded.shape) for s in range(6)]
+    assert shapes == [(4, 3, 16, 16), (4, 3, 16, 16), (2, 3, 64, 64)] * 2
+    assert set(stream.batch_for(2).tasks) == {"haze"}
+
+
+def test_training_never_reads_the_evaluation_set(tmp_path):
+    from engine.training.data import load_photos
+
+    evaluation = tmp_path / "datasets" / "eval" / "kodak24"
+    evaluation.mkdir(parents=True)
+    with pytest.raises(ValueError, match="evaluation set"):
+        load_photos([evaluation], False, 256)
+
+
+def test_load_photos_reads_the_fetched_cache(tmp_path):
+    from PIL import Image
+
+    from engine.training.data import load_photos
+
+    (tmp_path / "pkg").mkdir()
+    Image.new("RGB", (300, 200), (10, 200, 30)).save(tmp_path / "pkg" / "a.png")
+    photos = load_photos([], False, 256, photo_cache=tmp_path)
+    assert len(photos) == 1 and photos[0].shape == (171, 256, 3)
+
+
+COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: demo
+
+Files: *
+Copyright: 2014 Someone
+License: GPL-2+
+
+Files: nature/Aqua.jpg
+       nature/Leaf.jpg
+Copyright: 2008, Charles Barbin
+License: CC-BY-SA-3.0
+Comment: x
+
+License: GPL-2+
+ This package is free software.
+"""
+
+
+def test_photo_licences_come_from_the_last_matching_copyright_stanza():
+    from engine.training import photos
+
+    stanzas = photos.parse_copyright(COPYRIGHT)
+    assert [s[1] for s in stanzas] == ["GPL-2+", "CC-BY-SA-3.0"]
+    assert photos.licence_of("usr/share/backgrounds/mate/nature/Aqua.jpg", stanzas) == \
+        ("CC-BY-SA-3.0", "2008, Charles Barbin")
+    assert photos.licence_of("usr/share/backgrounds/mate/desktop/Stripes.png", stanzas)[0] == "GPL-2+"
+    assert photos.licence_of("x.png", [])[0] == "unknown"

@@ -134,3 +134,37 @@ class PatchSampler:
         items = [self.sample() for _ in range(size)]
         to_t = lambda arrs: torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
         return Batch(to_t([i[0] for i in items]), to_t([i[1] for i in items]), [i[2] for i in items])
+
+
+class BatchStream:
+    """The batches of a run: from ``sampler``, and every ``global_every``-th from ``global_sampler`` (larger
+    patches of the global tasks). ``dataset()`` serves the same from DataLoader workers (an accelerator
+    consumes batches faster than one Python thread degrades them)."""
+
+    def __init__(self, sampler: PatchSampler, batch_size: int, global_sampler: PatchSampler | None = None,
+                 global_every: int = 0, global_batch_size: int | None = None) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+        self.global_sampler, self.global_every = global_sampler, global_every
+        self.global_batch_size = global_batch_size or batch_size
+
+    def batch_for(self, step: int) -> Batch:
+        if self.global_sampler is not None and self.global_every and step % self.global_every == self.global_every - 1:
+            return self.global_sampler.batch(self.global_batch_size)
+        return self.sampler.batch(self.batch_size)
+
+    def dataset(self, seed: int) -> torch.utils.data.IterableDataset:
+        stream = self
+
+        class _Batches(torch.utils.data.IterableDataset):
+            def __iter__(self):
+                info = torch.utils.data.get_worker_info()
+                wid = info.id if info is not None else 0
+                stream.sampler.rng = np.random.default_rng([seed, wid, 0])
+                if stream.global_sampler is not None:
+                    stream.global_sampler.rng = np.random.default_rng([seed, wid, 1])
+                step = wid
+                while True:
+                    yield stream.batch_for(step)
+                    step += 1
+
+        return _Batches()

@@ -419,15 +419,19 @@ def rain_layers(
         layers = []
         for i in range(n):
             near = i / max(n - 1, 1)  # far layers: fine, faint; near layers: wide, long, blurred
+            length = float(rng.uniform(8, 20) + near * rng.uniform(0, 30))
+            width = float(rng.uniform(0.3, 1.2) + near * rng.uniform(0, 2.0))
+            # the share of the photo a layer's streaks cover sets the drop density
+            cover = float(rng.uniform(0.03, 0.1) if hv else rng.uniform(0.005, 0.04))
             layers.append({
-                "density": float(rng.uniform(0.003, 0.015) if hv else rng.uniform(0.0005, 0.006)),
-                "length": float(rng.uniform(8, 20) + near * rng.uniform(0, 30)),
-                "width": float(rng.uniform(0.3, 1.2) + near * rng.uniform(0, 2.0)),
+                "density": cover / (length * max(width, 1.0)),
+                "length": length,
+                "width": width,
                 "angle": float(base_angle + rng.uniform(-10, 10)),
-                "opacity": float(rng.uniform(0.3, 0.85) if hv else rng.uniform(0.15, 0.6)),
+                "opacity": float(rng.uniform(0.3, 0.7) if hv else rng.uniform(0.2, 0.5)),
                 "blur": float(rng.uniform(0, 1.0) * near),
             })
-    v = _uniform(rng, 0.1, 0.35, veil) if veil is not None or hv else _uniform(rng, 0.0, 0.12, veil)
+    v = _uniform(rng, 0.05, 0.2, veil) if veil is not None or hv else _uniform(rng, 0.0, 0.06, veil)
     sp = _uniform(rng, 0.0, 0.002 if hv else 0.0005, splashes)
     out = img.copy()
     if v > 0:  # the veil: light scattered by countless far drops, brighter at the top

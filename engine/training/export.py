@@ -90,6 +90,12 @@ def render_card(folder: Path) -> Path:
     stages = _stages(tr)
     last = stages[-1] if stages else {}
     tc = last.get("train_config", {})
+    photos = card.get("training_photos")
+    extra = " (+ the colour photos shipped in scikit-image and scikit-learn"
+    if photos and last.get("data", {}).get("photo_cache"):
+        extra += (f", and {len(photos.get('files', []))} nature photographs from Debian packages fetched by "
+                  "`python -m engine.training.photos fetch`: " + photos.get("summary", ""))
+    extra += ")"
     lines = [
         f"# {card['name']}: the bundled InstructIR Studio model", "",
         card.get("summary", ""), "",
@@ -106,11 +112,15 @@ def render_card(folder: Path) -> Path:
         "Instructions classified `unrelated` become no-ops.", "",
         "## Why this size", "", card.get("size_tradeoff", ""), "",
         "## Training", "",
-        f"- Data: {', '.join(last.get('data', {}).get('roots', []))} (+ the colour "
-        "photos shipped in scikit-image and scikit-learn); never the evaluation set. Patches of "
-        f"{last.get('data', {}).get('patch_size', '?')} px degraded on the fly by "
-        "`engine/training/degradations.py` (noise, blur, rain, haze, low light, enhancement, down-scaling, JPEG).",
-        "- Instructions: `engine/edit/data/instructions.json` (our corpus: 9 classes, train/val split).",
+        f"- Data: {', '.join(last.get('data', {}).get('roots', []))}{extra}; never the evaluation set. Patches of "
+        f"{last.get('data', {}).get('patch_size', '?')} px"
+        + (f" (every {last['data']['global_every']}th batch {last['data']['global_patch_size']} px patches of "
+           f"{', '.join(last['data']['global_tasks'])})" if last.get("data", {}).get("global_tasks") else "")
+        + " degraded on the fly by `engine/training/degradations.py` (noise incl. camera noise and noise + "
+        "JPEG, blur incl. random-trajectory camera shake and blur + noise, single- and multi-layer rain, haze, "
+        "low light incl. camera low light and well-exposed identity inputs, enhancement, x2/x4 down-scaling, "
+        "JPEG).",
+        "- Instructions: `engine/model/data/instructions.json` (our corpus: 9 classes, train/val split).",
         f"- Loss: L1 on images + {tc.get('ce_weight', '?')} x cross-entropy on intents (label smoothing "
         f"{tc.get('label_smoothing', 0)}); the sentence encoder frozen.",
         *[_stage_line(i, st) for i, st in enumerate(stages)],
@@ -151,6 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     card_path = args.folder / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     card.update({"training": training, "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    if training.get("stages", [training])[-1].get("data", {}).get("photo_cache"):
+        from engine.training.photos import cache_dir, summary
+
+        sources = cache_dir() / "sources.json"
+        if sources.exists():
+            files = json.loads(sources.read_text())
+            card["training_photos"] = {"summary": summary(files), "files": files}
     bundle.card = card
     save_folder(bundle, args.folder, half=False)
     if args.half:

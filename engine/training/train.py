@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.edit.instructions import STUDIO_CLASSES, labelled
+from engine.model.instructions import STUDIO_CLASSES, labelled
 from engine.model.network import build_lm_head, build_network
 from engine.model.text import TextEncoder
-from engine.training.data import PatchSampler, load_photos
+from engine.training.data import BatchStream, PatchSampler, load_photos
 
 
 def cosine_lr(step: int, cfg: dict) -> float:
@@ -154,6 +154,15 @@ def main(argv: list[str] | None = None) -> None:
         global_sampler = PatchSampler.for_tasks(
             photos, dc["global_tasks"], dc["global_patch_size"], seed=int(rng.integers(2**31)), margin=margin,
             identity_fraction=dc["identity_fraction"], task_weights=dc.get("task_weights"))
+    stream = BatchStream(sampler, tc["batch_size"], global_sampler, global_every,
+                         int(dc.get("global_batch_size", tc["batch_size"])))
+    workers = int(tc.get("data_workers", 0))
+    if workers:  # degradations in worker processes, for an accelerator that outruns one CPU thread
+        loader = iter(torch.utils.data.DataLoader(stream.dataset(int(rng.integers(2**31))), batch_size=None,
+                                                  num_workers=workers, persistent_workers=True, prefetch_factor=4))
+        next_batch = lambda _step: next(loader)  # noqa: E731
+    else:
+        next_batch = stream.batch_for
     colour_weight = float(tc.get("colour_weight", 0.0))
     t_start = time.time()
     log = open(args.out / "train.log", "a", encoding="utf-8")
@@ -176,10 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     t_last = time.time()
     net.train()
     while step < tc["steps"] and not stop["now"]:
-        if global_sampler is not None and step % global_every == global_every - 1:
-            batch = global_sampler.batch(int(dc.get("global_batch_size", tc["batch_size"])))
-        else:
-            batch = sampler.batch(tc["batch_size"])
+        batch = next_batch(step)
         instr = [by_class[task][int(rng.integers(len(by_class[task])))] for task in batch.tasks]
         sent = torch.stack([vectors[t] for t in instr]).to(device)
         pick = rng.integers(len(all_texts), size=tc["text_batch"])
