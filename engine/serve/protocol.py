@@ -238,18 +238,27 @@ def bands(height: int, rows: int):
     return [(y, min(rows, height - y)) for y in range(0, int(height), max(1, int(rows)))]
 
 
-def check_restore_request(header: dict) -> None:
-    """Validate a ``restore`` header (sizes, types, ranges); raises ProtocolError."""
+def _check_layer(header: dict, kind: str) -> tuple[int, int]:
+    """The layer fields every pixel request has (size, channels, dtype); returns (width, height)."""
     try:
         w, h, c = int(header["width"]), int(header["height"]), int(header["channels"])
         dtype = header["dtype"]
-        instruction = header["instruction"]
     except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"restore request without a valid {exc}") from None
+        raise ProtocolError(f"{kind} request without a valid {exc}") from None
     if dtype not in DTYPE_SIZES:
         raise ProtocolError(f"unknown dtype {dtype!r} (u8, u16 or f32)")
     if c not in (1, 2, 3, 4) or w < 1 or h < 1:
         raise ProtocolError(f"bad image size {w}x{h}x{c}")
+    return w, h
+
+
+def check_restore_request(header: dict) -> None:
+    """Validate a ``restore`` header (sizes, types, ranges); raises ProtocolError."""
+    _check_layer(header, "restore")
+    try:
+        instruction = header["instruction"]
+    except KeyError as exc:
+        raise ProtocolError(f"restore request without a valid {exc}") from None
     if not isinstance(instruction, str) or len(instruction) > MAX_INSTRUCTION_CHARS:
         raise ProtocolError(f"the instruction must be text of at most {MAX_INSTRUCTION_CHARS} characters")
     strength = header.get("strength", 1.0)
@@ -273,15 +282,7 @@ def check_restore_request(header: dict) -> None:
 
 def check_diagnose_request(header: dict) -> None:
     """Validate a ``diagnose`` header; raises ProtocolError."""
-    try:
-        w, h, c = int(header["width"]), int(header["height"]), int(header["channels"])
-        dtype = header["dtype"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"diagnose request without a valid {exc}") from None
-    if dtype not in DTYPE_SIZES:
-        raise ProtocolError(f"unknown dtype {dtype!r} (u8, u16 or f32)")
-    if c not in (1, 2, 3, 4) or w < 1 or h < 1:
-        raise ProtocolError(f"bad image size {w}x{h}x{c}")
+    w, h = _check_layer(header, "diagnose")
     whole = header.get("photo_width"), header.get("photo_height")
     if whole != (None, None):
         if any(isinstance(v, bool) or not isinstance(v, int) for v in whole) or whole[0] < w or whole[1] < h:
