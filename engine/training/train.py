@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import signal
 import time
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.io.atomic import atomic_path
 from engine.model.instructions import STUDIO_CLASSES, labelled
 from engine.model.network import build_lm_head, build_network
 from engine.model.text import TextEncoder
@@ -64,9 +64,9 @@ def embed_corpus(encoder_name: str, cache: Path) -> dict[str, torch.Tensor]:
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """A checkpoint is written whole or not at all (a killed run resumes from the previous one)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def intent_accuracy(head, vectors: dict, pairs: list[tuple[str, int]]) -> float:
