@@ -60,3 +60,15 @@ def test_bundled_model_understands_and_refuses(bundled):
     assert bundled.understand("it's way too dark").label == "low-light"
     steps = plan_instruction("hello, how are you?", bundled, no_op_classes=bundled.bundle.no_op_classes)
     assert not any(s.actionable for s in steps)
+
+
+def test_brightening_a_photo_that_is_not_dark_changes_it_only_a_little(bundled, clean_photo):
+    from engine.model.exposure import darkness
+
+    bright = np.clip(clean_photo * 0.8 + 0.15, 0, 1)  # a well-exposed grey photo
+    assert darkness(bright) == 0
+    out = bundled.restore(bright, "brighten it")
+    assert psnr(out, bright) >= 20  # the untempered network leaves such photos near 11 dB of themselves
+    dark = D.low_light(clean_photo, np.random.default_rng(3), exposure=0.2, gamma=1.2, photons=1000).image
+    assert darkness(dark) == 1
+    assert psnr(bundled.restore(dark, "brighten it"), clean_photo) >= psnr(dark, clean_photo) + 10

@@ -23,6 +23,7 @@ import torch
 from engine.jobs import CancelToken, ProgressCallback, check, report
 from engine.model import streaming
 from engine.model.devices import DeviceChoice, choose_device
+from engine.model.exposure import LOW_LIGHT_INTENT, brightening_share, temper
 from engine.model.memory import available_memory, keep_freed_buffers
 from engine.model.network import build_network
 from engine.model.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
@@ -222,7 +223,13 @@ class Restorer:
     def restore(self, image: np.ndarray, instruction: str | torch.Tensor, *,
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> np.ndarray:
         """Restore an HxWx3 float32 image in [0, 1] following ``instruction``."""
-        emb = instruction if isinstance(instruction, torch.Tensor) else self.embed(instruction)[0]
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-        y = self.restore_tensor(x, emb, progress=progress, cancel=cancel)
-        return y[0].permute(1, 2, 0).numpy()
+        if isinstance(instruction, torch.Tensor):
+            emb, intent = instruction, None
+        else:
+            emb, intent = self.embed(instruction)
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        x = torch.from_numpy(image).permute(2, 0, 1)[None]
+        y = self.restore_tensor(x, emb, progress=progress, cancel=cancel)[0].permute(1, 2, 0).numpy()
+        if intent is not None and intent.label == LOW_LIGHT_INTENT and brightening_share(image) < 1:
+            y = temper(image, np.ascontiguousarray(y))  # "brighten" on a photo that is not dark: gently
+        return y
