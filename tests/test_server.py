@@ -617,8 +617,15 @@ def test_a_24_megapixel_layer_stays_within_the_server_memory_budget(tmp_path):
             proc.kill()
 
 
-def test_a_whole_image_pass_reports_percentages_not_one_step(tmp_path, tiny_model_dir):
-    """Progress comes per strip of the network's pass, so a mid-sized layer moves the bar many times."""
+def test_a_whole_image_pass_reports_percentages_not_one_step(tmp_path, tiny_model_dir, monkeypatch):
+    """Progress comes per strip of the network's pass, so a mid-sized layer moves the bar many times.
+
+    The server forwards at most one update per PROGRESS_INTERVAL; on a fast machine the whole pass can
+    take less than a few intervals, so the test forwards every update to see the strips themselves.
+    """
+    from engine.serve import server as server_module
+
+    monkeypatch.setattr(server_module, "PROGRESS_INTERVAL", 0.0)
     with EngineServer(model=str(tiny_model_dir), device="cpu", state_file=tmp_path / "s.json", preload=False) as srv:
         seen = []
         img = np.random.default_rng(4).integers(0, 256, (240, 320, 3), dtype=np.uint8)
