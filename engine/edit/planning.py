@@ -34,6 +34,7 @@ from typing import Protocol
 
 from engine.edit.lexicon import Lexicon, load_lexicon
 from engine.edit.prompts import DEGREES, parse_degree, parse_strength
+from engine.errors import StudioError
 
 __all__ = ["DEFAULT_ORDER", "EmptyInstructionError", "PlannedStep", "parse_strength", "plan_instruction",
            "split_instruction"]
@@ -54,13 +55,7 @@ MULTI_FLOOR = 0.02
 #: JPEG before up-sampling. Colour enhancement and up-sampling last.
 DEFAULT_ORDER: tuple[str, ...] = ("rain", "noise", "jpeg", "blur", "haze", "low-light", "enhancement", "upsampling")
 
-try:  # engine.errors: the base class of user-facing errors (the lead's change)
-    from engine.errors import StudioError as _StudioError
-except ImportError:  # pragma: no cover - a tree without it
-    _StudioError = Exception
-
-
-class EmptyInstructionError(_StudioError, ValueError):
+class EmptyInstructionError(StudioError, ValueError):
     """The instruction has no words in it."""
 
     code = "empty-instruction"
