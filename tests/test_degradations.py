@@ -269,3 +269,19 @@ def test_rain_is_heavy_or_light_as_real_rain_is():
     light = [psnr(D.rain_layers(photo, rng, heavy=False).image, photo) for _ in range(8)]
     assert 12 < np.median(heavy) < 20
     assert np.median(light) > np.median(heavy) + 6
+
+
+def test_degradation_weights_replace_the_default_draw(clean):
+    """A stage can replay one degradation only (weight 0 for the others) or refuse a typo."""
+    only_gaussian = {"gaussian_noise": 1.0, "poisson_gaussian_noise": 0.0, "camera_noise": 0.0,
+                     "noise_then_jpeg": 0.0}
+    rng = np.random.default_rng(3)
+    kinds = {D.degrade(clean, "noise", rng, only_gaussian).params.get("kind") for _ in range(20)}
+    reference = D.gaussian_noise(clean, np.random.default_rng(0)).params.get("kind")
+    assert kinds == {reference}
+    default = {D.degrade(clean, "noise", rng).params.get("kind") for _ in range(40)}
+    assert len(default) > 1
+    with pytest.raises(ValueError, match="camera_noise"):
+        D.check_degradation_weights({"noise": {"camera_nose": 1.0}})
+    with pytest.raises(ValueError, match="unknown task"):
+        D.check_degradation_weights({"sepia": {}})

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from engine.io.images import IMAGE_SUFFIXES
-from engine.training.degradations import TASKS, degrade
+from engine.training.degradations import TASKS, check_degradation_weights, degrade
 
 
 def _fit(im: Image.Image, max_side: int) -> np.ndarray:
@@ -86,7 +86,8 @@ class PatchSampler:
 
     def __init__(self, photos: list[np.ndarray], patch_size: int, seed: int,
                  identity_fraction: float = 0.05, margin: int = 16,
-                 task_weights: dict[str, float] | None = None) -> None:
+                 task_weights: dict[str, float] | None = None,
+                 degradation_weights: dict[str, dict[str, float]] | None = None) -> None:
         self.photos = [p for p in photos if min(p.shape[:2]) >= patch_size + 2 * margin]
         self.patch = patch_size
         self.margin = margin
@@ -98,6 +99,8 @@ class PatchSampler:
             raise ValueError(f"task_weights names unknown tasks {sorted(unknown)}; known: {', '.join(TASKS)}")
         w = np.array([float(weights.get(t, 1.0)) for t in TASKS])
         self.task_p = w / w.sum()
+        self.degradation_weights = degradation_weights or {}
+        check_degradation_weights(self.degradation_weights)
 
     @classmethod
     def for_tasks(cls, photos: list[np.ndarray], tasks: list[str], patch_size: int, seed: int, **kw) -> PatchSampler:
@@ -127,7 +130,7 @@ class PatchSampler:
                 source = degrade(clean, TASKS[int(self.rng.integers(len(TASKS)))], self.rng).image
             return source[m : m + p, m : m + p], source[m : m + p, m : m + p], task
         task = TASKS[int(self.rng.choice(len(TASKS), p=self.task_p))]
-        deg = degrade(clean, task, self.rng).image
+        deg = degrade(clean, task, self.rng, self.degradation_weights.get(task)).image
         return deg[m : m + p, m : m + p], clean[m : m + p, m : m + p], task
 
     def batch(self, size: int) -> Batch:

@@ -579,8 +579,25 @@ IDENTITY_DEGRADATIONS: frozenset = frozenset({well_exposed})
 TASKS: tuple[str, ...] = tuple(TASK_OPTIONS)
 
 
-def degrade(img: Array, task: str, rng: np.random.Generator) -> Degraded:
+def check_degradation_weights(weights: dict[str, dict[str, float]]) -> None:
+    """Refuse a config that names a task or degradation that does not exist (a typo would silently do nothing)."""
+    for task, by_name in weights.items():
+        if task not in TASK_OPTIONS:
+            raise ValueError(f"degradation_weights names unknown task {task!r}; known: {', '.join(TASKS)}")
+        names = {f.__name__ for f, _ in TASK_OPTIONS[task]}
+        unknown = set(by_name) - names
+        if unknown:
+            raise ValueError(f"degradation_weights[{task!r}] names unknown degradations {sorted(unknown)}; "
+                             f"known: {', '.join(sorted(names))}")
+
+
+def degrade(img: Array, task: str, rng: np.random.Generator,
+            weights: dict[str, float] | None = None) -> Degraded:
     """Apply a random degradation of ``task`` (one of ``TASKS``), drawn by the weights of ``TASK_OPTIONS``.
+
+    ``weights`` (degradation function name -> weight) replaces those weights for the
+    names it lists: a training stage can replay the simple synthetic degradations an
+    earlier stage learned, so the camera-like ones are added without forgetting them.
 
     A well-exposed (identity) input is only drawn for a photo that is bright enough
     (mean >= ``WELL_EXPOSED_MIN_MEAN``); a darker one gets the under-exposure instead.
@@ -589,7 +606,7 @@ def degrade(img: Array, task: str, rng: np.random.Generator) -> Degraded:
         options = TASK_OPTIONS[task]
     except KeyError:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}") from None
-    w = np.array([wt for _, wt in options], np.float64)
+    w = np.array([float((weights or {}).get(f.__name__, wt)) for f, wt in options], np.float64)
     fn = options[int(rng.choice(len(options), p=w / w.sum()))][0]
     if fn is well_exposed and float(img.mean()) < WELL_EXPOSED_MIN_MEAN:
         fn = low_light

@@ -13,7 +13,9 @@ around a patch, px), ``data.photo_cache`` (also read the photos fetched by
 ``python -m engine.training.photos fetch``), ``data.global_tasks`` with
 ``global_patch_size`` / ``global_batch_size`` / ``global_every`` (every N-th
 step is a batch of only those tasks at larger patches), ``train.colour_weight``
-(L1 between 16x16-pooled output and target: the mean colour of a region).
+(L1 between 16x16-pooled output and target: the mean colour of a region),
+``data.degradation_weights`` (task -> degradation name -> weight, replacing the
+weights of ``TASK_OPTIONS``: replay an earlier stage's degradations).
 """
 
 from __future__ import annotations
@@ -148,12 +150,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(photos)} training photos", flush=True)
     margin = int(dc.get("margin", 16))
     sampler = PatchSampler(photos, dc["patch_size"], seed=int(rng.integers(2**31)), margin=margin,
-                           identity_fraction=dc["identity_fraction"], task_weights=dc.get("task_weights"))
+                           identity_fraction=dc["identity_fraction"], task_weights=dc.get("task_weights"),
+                           degradation_weights=dc.get("degradation_weights"))
     global_sampler, global_every = None, int(dc.get("global_every", 0))
     if dc.get("global_tasks") and global_every:
         global_sampler = PatchSampler.for_tasks(
             photos, dc["global_tasks"], dc["global_patch_size"], seed=int(rng.integers(2**31)), margin=margin,
-            identity_fraction=dc["identity_fraction"], task_weights=dc.get("task_weights"))
+            identity_fraction=dc["identity_fraction"], task_weights=dc.get("task_weights"),
+            degradation_weights=dc.get("degradation_weights"))
     stream = BatchStream(sampler, tc["batch_size"], global_sampler, global_every,
                          int(dc.get("global_batch_size", tc["batch_size"])))
     workers = int(tc.get("data_workers", 0))
