@@ -404,12 +404,25 @@ class Client:
     def _header(self, header: dict) -> dict:
         return dict(header, token=self.token, version=PROTOCOL_VERSION)
 
+    def _ask(self, sock: socket.socket, header: dict) -> dict:
+        """Send a request (token and version added); returns the reply's header, its payload read and dropped."""
+        send_message(sock, self._header(header))
+        return _next_reply(sock)
+
+    def _begin(self, sock: socket.socket, header: dict) -> dict:
+        """Send a pixel request's header; returns the server's ``continue`` reply, or raises its refusal.
+
+        The server checks token, sizes and memory first, so a refusal arrives before any pixel is read.
+        """
+        reply = self._ask(sock, header)
+        if reply.get("type") != "continue":
+            raise_error(reply)
+        return reply
+
     def call(self, header: dict) -> dict:
         """Send a request without pixels (ping, shutdown); returns the reply header."""
         with self._connect() as sock:
-            send_message(sock, self._header(header))
-            reply, plen = recv_header(sock)
-            recv_exact(sock, plen)
+            reply = self._ask(sock, header)
             if reply.get("type") == "error":
                 raise_error(reply)
             return reply
@@ -435,26 +448,13 @@ class Client:
             header["photo_width"], header["photo_height"] = int(photo_size[0]), int(photo_size[1])
         pixel = int(channels) * DTYPE_SIZES[dtype]
         with self._connect() as sock:
-            send_message(sock, self._header(header))
-            reply, plen = recv_header(sock)
-            recv_exact(sock, plen)
-            if reply.get("type") != "continue":
-                raise_error(reply)
-            try:
-                regions = reply.get("regions") or []
-                per_region = reply.get("band_rows") or [band_rows(r[2], r[2] * pixel) for r in regions]
-                for index, (x, y, w, h, step) in enumerate(regions):
-                    rows = max(1, int(per_region[index]))
-                    for j, n in bands(h, rows):
-                        send_message(sock, {"type": "rows", "region": index, "y": j, "rows": n},
-                                     read(x, y + j * step, w, n, step))
-            except OSError:
-                reply, plen = recv_header(sock)  # the server refused mid-way: read its reason
-                if reply.get("type") == "error":
-                    raise_error(reply)
-                raise
-            reply, plen = recv_header(sock)
-            recv_exact(sock, plen)
+            reply = self._begin(sock, header)
+            regions = reply.get("regions") or []
+            per_region = reply.get("band_rows") or [band_rows(r[2], r[2] * pixel) for r in regions]
+            _send_bands(sock, (({"type": "rows", "region": index, "y": j, "rows": n}, read(x, y + j * step, w, n, step))
+                               for index, (x, y, w, h, step) in enumerate(regions)
+                               for j, n in bands(h, max(1, int(per_region[index])))))
+            reply = _next_reply(sock)
             if reply.get("type") == "error":
                 raise_error(reply)
             if reply.get("type") != "diagnosis":
@@ -494,21 +494,10 @@ class Client:
         read_pixels = _reader(pixels, pix_row)
         read_mask = _reader(mask, mask_row) if mask is not None else None
         with self._connect() as sock:
-            send_message(sock, self._header(header))
-            # The server checks token, sizes and memory first: a refusal arrives before any pixel is read.
-            reply, plen = recv_header(sock)
-            recv_exact(sock, plen)
-            if reply.get("type") != "continue":
-                raise_error(reply)
-            try:
-                for y, n in bands(height, int(reply.get("band_rows") or 1)):
-                    send_message(sock, {"type": "rows", "y": y, "rows": n}, read_pixels(y, n),
-                                 read_mask(y, n) if read_mask else None)
-            except OSError:
-                reply, plen = recv_header(sock)  # the server refused mid-way: read its reason
-                if reply.get("type") == "error":
-                    raise_error(reply)
-                raise
+            reply = self._begin(sock, header)
+            _send_bands(sock, (({"type": "rows", "y": y, "rows": n}, read_pixels(y, n),
+                                read_mask(y, n) if read_mask else None)
+                               for y, n in bands(height, int(reply.get("band_rows") or 1))))
             return self._receive(sock, on_progress, should_cancel, on_result, on_rows)
 
     def _receive(self, sock, on_progress, should_cancel, on_result, on_rows) -> tuple:
@@ -550,6 +539,29 @@ class Client:
                 joined += data
             expected += n
         return reply, joined
+
+
+def _next_reply(sock: socket.socket) -> dict:
+    """The header of the server's next frame, its (small) payload read and dropped."""
+    reply, plen = recv_header(sock)
+    recv_exact(sock, plen)
+    return reply
+
+
+def _send_bands(sock: socket.socket, frames) -> None:
+    """Send the ``rows`` frames ``frames`` yields (``(header, *payload)``, read as they are sent).
+
+    A server that refuses mid-way (a malformed band) answers an error and closes, so the next send
+    fails: the error it left is read and raised instead of the bare OSError.
+    """
+    try:
+        for header, *payload in frames:
+            send_message(sock, header, *payload)
+    except OSError:
+        reply, _ = recv_header(sock)
+        if reply.get("type") == "error":
+            raise_error(reply)
+        raise
 
 
 def _reader(source, row: int):
