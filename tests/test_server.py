@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_server import Factory, an_older_server, client_of, make_server
 
 from engine.serve import protocol
 from engine.serve.protocol import Code, ProtocolError, RequestTooLarge, ServerError, Stage
@@ -107,44 +108,13 @@ def test_state_file_is_user_only(tmp_path, monkeypatch):
 # --- server with a fake restorer --------------------------------------------------
 
 
-class Factory:
-    def __init__(self, delay: float = 0.0):
-        from conftest import FakeRestorer
-
-        self.made = []
-        self.delay = delay
-        self.cls = FakeRestorer
-
-    def __call__(self, model, device):
-        r = self.cls(delay=self.delay)
-        r.cancelled = threading.Event()
-        original = r.restore
-
-        def restore(image, instruction, progress=None, cancel=None):
-            try:
-                return original(image, instruction, progress=progress, cancel=cancel)
-            except Exception:
-                if cancel is not None and cancel.cancelled:
-                    r.cancelled.set()
-                raise
-
-        r.restore = restore
-        self.made.append((model, device, r))
-        return r
-
-
 @pytest.fixture
 def server(tmp_path):
     factory = Factory()
-    srv = EngineServer(model="fake", device="cpu", state_file=tmp_path / "run" / "server.json",
-                       restorer_factory=factory, preload=False)
+    srv = make_server(tmp_path, restorer_factory=factory)
     srv.factory = factory
     with srv:
         yield srv
-
-
-def _client(srv) -> protocol.Client:
-    return protocol.Client(protocol.read_state(srv.state_file))
 
 
 def _u8(h=12, w=10, c=4, seed=0):
@@ -157,7 +127,7 @@ def test_server_publishes_loopback_port_and_token(server):
     assert len(state["token"]) == 64
     assert server.address[0] == "127.0.0.1"
     assert stat.S_IMODE(server.state_file.stat().st_mode) == 0o600
-    assert _client(server).ping()["type"] == "pong"
+    assert client_of(server).ping()["type"] == "pong"
 
 
 def test_requests_without_the_token_are_refused(server):
@@ -171,13 +141,13 @@ def test_requests_without_the_token_are_refused(server):
         reply, _ = protocol.recv_message(sock)
         assert reply["code"] == Code.UNAUTHORIZED
     assert server.factory.made == [] and server.jobs_done == 0  # nothing ran
-    assert _client(server).ping()["type"] == "pong"  # and the server is still up
+    assert client_of(server).ping()["type"] == "pong"  # and the server is still up
 
 
 def test_restore_u8_rgba_keeps_alpha_and_streams_progress(server):
     img = _u8()
     seen = []
-    reply, data = _client(server).restore(img.tobytes(), 10, 12, 4, "u8", "remove the noise",
+    reply, data = client_of(server).restore(img.tobytes(), 10, 12, 4, "u8", "remove the noise",
                                           on_progress=seen.append)
     out = np.frombuffer(data, np.uint8).reshape(12, 10, 4)
     expected = np.rint((img[..., :3] / 255 * 0.5 + 0.25) * 255)
@@ -197,7 +167,7 @@ def test_a_layer_travels_in_bands_both_ways_and_is_read_band_by_band(server, mon
         asked.append((y, n))
         return img[y:y + n].tobytes()
 
-    reply, joined = _client(server).restore(read, 10, 23, 4, "u8", "remove the noise", on_result=heads.append,
+    reply, joined = client_of(server).restore(read, 10, 23, 4, "u8", "remove the noise", on_result=heads.append,
                                             on_rows=lambda y, n, data: got.__setitem__(y, bytes(data)))
     assert joined is None and heads[0]["band_rows"] == 5 and heads[0] is reply
     assert asked == [(0, 5), (5, 5), (10, 5), (15, 5), (20, 3)]  # never the whole image at once
@@ -213,7 +183,7 @@ def test_mask_blends_and_leaves_unselected_pixels_exact(server):
     mask = np.zeros((16, 20), np.float32)
     mask[4:12, 5:15] = 1.0
     mask[4:12, 15] = 0.5
-    reply, data = _client(server).restore(img.tobytes(), 20, 16, 4, "f32", "remove the noise",
+    reply, data = client_of(server).restore(img.tobytes(), 20, 16, 4, "f32", "remove the noise",
                                           mask=mask.tobytes(), mask_dtype="f32")
     out = np.frombuffer(data, "<f4").reshape(16, 20, 4)
     np.testing.assert_array_equal(out[mask == 0], img[mask == 0])  # bit for bit, out-of-range values too
@@ -232,7 +202,7 @@ def test_linear_float_values_far_above_one_survive(server):
     img[2:4, 2:6] = 25.0
     img[6, :, 1] = -0.5
     img[0, 0] = np.inf
-    _, data = _client(server).restore(img.tobytes(), 8, 8, 3, "f32", "remove the noise")
+    _, data = client_of(server).restore(img.tobytes(), 8, 8, 3, "f32", "remove the noise")
     out = np.frombuffer(data, "<f4").reshape(8, 8, 3)
     np.testing.assert_allclose(out[2:4, 2:6], 24.0 + 1.0 * 0.5 + 0.25)  # restored highlight + the excess
     assert out[2:4, 2:6].min() > 24 and np.isinf(out[0, 0]).all()
@@ -242,7 +212,7 @@ def test_linear_float_values_far_above_one_survive(server):
 
 def test_gray_u16_and_strength(server):
     img = np.random.default_rng(2).integers(0, 65536, (8, 9, 2), dtype=np.uint16)
-    client = _client(server)
+    client = client_of(server)
     _, full = client.restore(img.tobytes(), 9, 8, 2, "u16", "remove the noise")
     _, half = client.restore(img.tobytes(), 9, 8, 2, "u16", "remove the noise", strength=0.5)
     full = np.frombuffer(full, "<u2").reshape(8, 9, 2).astype(float)
@@ -254,7 +224,7 @@ def test_gray_u16_and_strength(server):
 
 def test_strength_scales_instruction_degree_or_overrides_it(server):
     img = np.full((4, 4, 3), 0.2, np.float32)
-    client = _client(server)
+    client = client_of(server)
 
     def run(**kw):
         reply, data = client.restore(img.tobytes(), 4, 4, 3, "f32", "remove the noise a bit", **kw)
@@ -272,19 +242,19 @@ def test_strength_scales_instruction_degree_or_overrides_it(server):
 
 def test_compound_instruction_and_nothing_to_do(server):
     img = np.full((4, 4, 3), 0.2, np.float32)
-    reply, _ = _client(server).restore(img.tobytes(), 4, 4, 3, "f32", "remove the noise and then brighten it")
+    reply, _ = client_of(server).restore(img.tobytes(), 4, 4, 3, "f32", "remove the noise and then brighten it")
     assert [s["intent"] for s in reply["steps"]] == ["noise", "low-light"]
-    reply, _ = _client(server).restore(img.tobytes(), 4, 4, 3, "f32", "remove the noise and make me a sandwich")
+    reply, _ = client_of(server).restore(img.tobytes(), 4, 4, 3, "f32", "remove the noise and make me a sandwich")
     assert [p["actionable"] for p in reply["plan"]] == [True, False]  # the plug-in reports the skipped part
     with pytest.raises(ServerError) as err:
-        _client(server).restore(img.tobytes(), 4, 4, 3, "f32", "hello")
+        client_of(server).restore(img.tobytes(), 4, 4, 3, "f32", "hello")
     from engine.edit.session import NothingToDoError
 
     assert err.value.code == NothingToDoError.code and "not a restoration request" in str(err.value)
 
 
 def test_model_is_loaded_once_and_reused(server):
-    client = _client(server)
+    client = client_of(server)
     for _ in range(3):
         client.restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
     assert len(server.factory.made) == 1 and server.loads == 1 and server.jobs_done == 3
@@ -296,7 +266,7 @@ def test_a_layer_memory_cannot_hold_is_refused_before_any_pixel_is_read(tmp_path
     free = {"bytes": 10**6}
     with EngineServer(state_file=tmp_path / "s.json", restorer_factory=Factory(), preload=False,
                       memory_available=lambda: free["bytes"], max_pixels=10**6) as srv:
-        client = _client(srv)
+        client = client_of(srv)
         asked = []
         for _ in range(3):  # refused before the pixels are read: the client always gets the reason
             with pytest.raises(ServerError, match=r"400 x 400 .*needs about .* GB of memory") as err:
@@ -311,7 +281,7 @@ def test_a_layer_memory_cannot_hold_is_refused_before_any_pixel_is_read(tmp_path
 
 
 def test_malformed_requests_are_refused(server):
-    client = _client(server)
+    client = client_of(server)
     state = protocol.read_state(server.state_file)
 
     def raw(header, payload=b""):
@@ -371,7 +341,7 @@ def test_a_client_that_disconnects_cancels_its_job_and_the_server_survives(tmp_p
         assert srv.jobs_done == 0
         factory.delay = 0
         factory.made[0][2].delay = 0
-        reply, _ = _client(srv).restore(img.tobytes(), 10, 12, 4, "u8", "remove the noise")
+        reply, _ = client_of(srv).restore(img.tobytes(), 10, 12, 4, "u8", "remove the noise")
         assert reply["type"] == "result" and srv.jobs_done == 1
 
 
@@ -380,7 +350,7 @@ def test_a_cancel_frame_cancels(tmp_path):
     with EngineServer(state_file=tmp_path / "s.json", restorer_factory=factory, preload=False) as srv:
         seen = []
         with pytest.raises(ServerError, match="cancelled"):
-            _client(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise", on_progress=seen.append,
+            client_of(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise", on_progress=seen.append,
                                  should_cancel=lambda: len(seen) >= 1)
         assert _wait(lambda: factory.made[0][2].cancelled.is_set())
 
@@ -391,7 +361,7 @@ def test_idle_connections_neither_block_jobs_nor_keep_the_server_alive(tmp_path)
     with EngineServer(state_file=tmp_path / "s.json", restorer_factory=factory, preload=False) as srv:
         idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(64)]
         try:
-            client = _client(srv)
+            client = client_of(srv)
             t = time.monotonic()
             for _ in range(3):
                 reply, _ = client.restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
@@ -427,13 +397,13 @@ def test_jobs_queue_in_order_and_a_waiting_client_is_told_its_place(tmp_path):
         srv.restorer("fake", "auto")
         first = _start_job(srv, _u8())  # holds the model for 1.5 s
         seen, results = [], []
-        second = threading.Thread(target=lambda: results.append(_client(srv).restore(
+        second = threading.Thread(target=lambda: results.append(client_of(srv).restore(
             _u8().tobytes(), 10, 12, 4, "u8", "remove the noise", on_progress=seen.append)))
         second.start()
         assert _wait(lambda: any(m["stage"] == Stage.QUEUED for m in seen), 5)
         queued = next(m for m in seen if m["stage"] == Stage.QUEUED)
         assert queued["position"] == 1 and queued["text"] == "queued behind 1 job"
-        ping = _client(srv).ping()  # a ping answers at once while jobs run and wait
+        ping = client_of(srv).ping()  # a ping answers at once while jobs run and wait
         assert ping["running"] and ping["queued"] == 1
         second.join(20)
         first.close()
@@ -456,12 +426,12 @@ def test_one_server_per_state_file_and_cleanup(tmp_path):
         assert protocol.connect(path).port == again.port
 
 
-def test_shutdown_is_immediate_and_idle_exit_counts_from_the_last_client(tmp_path):
+def test_shutdown_is_immediate_and_idle_exit_counts_from_the_lastclient_of(tmp_path):
     srv = EngineServer(state_file=tmp_path / "a.json", restorer_factory=Factory(), preload=False).start()
     t = threading.Thread(target=srv.serve_forever)
     t.start()
     t0 = time.monotonic()
-    _client(srv).shutdown()
+    client_of(srv).shutdown()
     t.join(10)
     assert not t.is_alive() and not (tmp_path / "a.json").exists() and time.monotonic() - t0 < 1.5
 
@@ -472,7 +442,7 @@ def test_shutdown_is_immediate_and_idle_exit_counts_from_the_last_client(tmp_pat
     t = threading.Thread(target=srv.serve_forever)
     t.start()
     try:
-        reply, _ = _client(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
+        reply, _ = client_of(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
         done = time.monotonic()
         assert reply["type"] == "result" and t.is_alive()
         with socket.create_connection(("127.0.0.1", srv.port)):
@@ -541,9 +511,9 @@ def test_a_model_that_cannot_load_comes_back_as_a_readable_error(tmp_path):
 
     with EngineServer(state_file=tmp_path / "s.json", restorer_factory=factory, preload=False) as srv:
         with pytest.raises(ServerError, match="no model called 'nope'") as err:
-            _client(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise", model="nope")
+            client_of(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise", model="nope")
         assert err.value.code == ModelNotFoundError.code
-        assert _client(srv).ping()["type"] == "pong"
+        assert client_of(srv).ping()["type"] == "pong"
 
 
 def test_an_unexpected_failure_is_logged_and_reported_as_failed(tmp_path, caplog):
@@ -555,7 +525,7 @@ def test_an_unexpected_failure_is_logged_and_reported_as_failed(tmp_path, caplog
 
     with EngineServer(state_file=tmp_path / "s.json", restorer_factory=Broken(), preload=False) as srv:
         with pytest.raises(ServerError, match="ZeroDivisionError.*server's log") as err:
-            _client(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
+            client_of(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise")
         assert err.value.code == Code.FAILED
     assert any(r.exc_info for r in caplog.records if r.name == "instructir.server")
 
@@ -564,7 +534,7 @@ def test_an_upsampling_step_answers_a_larger_result_with_alpha_enlarged(server):
     img = _u8(h=12, w=10)
     img[..., 3] = 200
     mask = np.ones((12, 10), np.float32)
-    reply, data = _client(server).restore(img.tobytes(), 10, 12, 4, "u8", "upscale it 2x", mask=mask.tobytes(),
+    reply, data = client_of(server).restore(img.tobytes(), 10, 12, 4, "u8", "upscale it 2x", mask=mask.tobytes(),
                                           mask_dtype="f32")
     assert reply["resized"] and (reply["width"], reply["height"]) == (20, 24)
     assert reply["steps"][0]["kind"] == "upsample"
@@ -629,7 +599,7 @@ def test_a_whole_image_pass_reports_percentages_not_one_step(tmp_path, tiny_mode
     with EngineServer(model=str(tiny_model_dir), device="cpu", state_file=tmp_path / "s.json", preload=False) as srv:
         seen = []
         img = np.random.default_rng(4).integers(0, 256, (240, 320, 3), dtype=np.uint8)
-        _client(srv).restore(img.tobytes(), 320, 240, 3, "u8", "remove the noise", on_progress=seen.append)
+        client_of(srv).restore(img.tobytes(), 320, 240, 3, "u8", "remove the noise", on_progress=seen.append)
     done = [m["done"] for m in seen if m["stage"] == Stage.RESTORING and m["total"] == 1000]
     assert done[-1] == 1000 and len(set(done)) >= 5, done
     assert done == sorted(done)
@@ -638,27 +608,9 @@ def test_a_whole_image_pass_reports_percentages_not_one_step(tmp_path, tiny_mode
 def test_a_server_from_another_protocol_version_is_replaced(tmp_path, monkeypatch):
     """After an upgrade the plug-in finds the old server still up: it stops it and starts the new one."""
     path = tmp_path / "s.json"
-    old = EngineServer(state_file=path, restorer_factory=Factory(), preload=False).start()
-    runner = threading.Thread(target=old.serve_forever)
-    runner.start()
-    started = []
-
-    class Spawned:
-        def poll(self):
-            return None
-
-    def spawn(python, state_file, **kwargs):
-        started.append(EngineServer(state_file=state_file, restorer_factory=Factory(), preload=False).start())
-        return Spawned()
-
-    monkeypatch.setattr(protocol, "spawn_server", spawn)
-    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", protocol.PROTOCOL_VERSION + 1)  # the plug-in is newer
-    try:
+    with an_older_server(path, monkeypatch, lambda state_file: EngineServer(
+            state_file=state_file, restorer_factory=Factory(), preload=False)) as (old, runner, started):
         client = protocol.ensure_server(path, sys.executable, timeout=20)
         runner.join(10)
         assert not runner.is_alive()  # the old server was asked to stop, and did
         assert started and client.port == started[0].port != old.port
-    finally:
-        for srv in started:
-            srv.close()
-        old.close()

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from fake_server import an_older_server, client_of, make_server
 
 from engine.diagnose import diagnose, features
 from engine.errors import StudioError
@@ -49,15 +50,10 @@ class ClassicalOnly:
 def server(tmp_path):
     from conftest import FakeRestorer
 
-    srv = EngineServer(model="fake", device="cpu", state_file=tmp_path / "run" / "server.json",
-                       restorer_factory=lambda model, device: FakeRestorer(delay=getattr(srv, "delay", 0.0)),
-                       preload=False, diagnose_model=ClassicalOnly)
+    srv = make_server(tmp_path, restorer_factory=lambda model, device: FakeRestorer(delay=getattr(srv, "delay", 0.0)),
+                      diagnose_model=ClassicalOnly)
     with srv:
         yield srv
-
-
-def _client(srv) -> protocol.Client:
-    return protocol.Client(protocol.read_state(srv.state_file))
 
 
 def _wire(rgb: np.ndarray, dtype: str = "u8", alpha: bool = False, gray: bool = False) -> np.ndarray:
@@ -90,7 +86,7 @@ def _diagnose(srv, wire: np.ndarray) -> tuple[dict, Reader]:
     h, w = wire.shape[:2]
     c = wire.shape[2]
     dtype = {np.dtype("u1"): "u8", np.dtype("<u2"): "u16", np.dtype("<f4"): "f32"}[wire.dtype]
-    return _client(srv).diagnose(read, w, h, c, dtype), read
+    return client_of(srv).diagnose(read, w, h, c, dtype), read
 
 
 # --- the regions, measured as the whole photo is ----------------------------------------
@@ -149,7 +145,7 @@ def test_a_noisy_layer_is_diagnosed_as_noisy(server, noisy):
     expected = diagnose(np.rint(noisy * 255) / 255, model=ClassicalOnly())  # the engine's, on the same pixels
     assert reply["instruction"] == expected.instruction and reply["suggestion"] == expected.suggestion
     assert reply["problems"] == [p.to_dict() for p in expected.problems]
-    assert server.diagnoses == 1 and _client(server).ping()["diagnoses"] == 1
+    assert server.diagnoses == 1 and client_of(server).ping()["diagnoses"] == 1
 
 
 def test_the_bundled_model_answers_as_the_engine_does(tmp_path, noisy, coffee):
@@ -185,9 +181,9 @@ def test_a_big_layer_travels_only_the_regions(server, noisy):
 
 def test_a_selection_is_judged_at_the_size_of_its_layer(server, noisy):
     part = _wire(noisy[100:300, 150:450])  # 300 x 200: as a photo of its own, a small one
-    alone = _client(server).diagnose(Reader(part), 300, 200, 3, "u8")
+    alone = client_of(server).diagnose(Reader(part), 300, 200, 3, "u8")
     assert "upsampling" in [p["intent"] for p in alone["problems"] if p["severity"] >= 0.3]
-    within = _client(server).diagnose(Reader(part), 300, 200, 3, "u8", photo_size=(6000, 4000))
+    within = client_of(server).diagnose(Reader(part), 300, 200, 3, "u8", photo_size=(6000, 4000))
     assert "upsampling" not in [p["intent"] for p in within["problems"]]
     assert within["problems"][0]["intent"] == "noise" and (within["width"], within["height"]) == (300, 200)
     assert "resolution" not in within["instruction"]
@@ -205,10 +201,10 @@ def test_a_diagnosis_does_not_wait_behind_a_restore_job(server, coffee):
     img = _wire(coffee[:64, :64], "u8")
     done = []
     job = threading.Thread(target=lambda: done.append(
-        _client(server).restore(img.tobytes(), 64, 64, 3, "u8", "remove the noise")))
+        client_of(server).restore(img.tobytes(), 64, 64, 3, "u8", "remove the noise")))
     job.start()
     deadline = time.monotonic() + 10
-    while _client(server).ping()["running"] == 0 and time.monotonic() < deadline:
+    while client_of(server).ping()["running"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     t = time.monotonic()
     reply, _ = _diagnose(server, _wire(coffee))
@@ -245,7 +241,7 @@ def test_a_layer_over_the_limit_is_refused_before_any_pixel(tmp_path):
     srv = EngineServer(state_file=tmp_path / "s.json", preload=False, max_pixels=1000)
     with srv:
         with pytest.raises(ServerError) as err:
-            _client(srv).diagnose(lambda *a: pytest.fail("no pixel may be read"), 100, 100, 3, "u8")
+            client_of(srv).diagnose(lambda *a: pytest.fail("no pixel may be read"), 100, 100, 3, "u8")
     assert err.value.code == Code.TOO_LARGE.value
 
 
@@ -260,7 +256,7 @@ def test_rows_out_of_order_are_refused(server):
         protocol.send_head(sock, {"type": "rows", "region": 1, "y": 0, "rows": h1}, w1 * h1 * 3)
         reply, _ = protocol.recv_message(sock)
     assert reply["type"] == "error" and reply["code"] == Code.BAD_REQUEST.value and "region 0" in reply["message"]
-    assert _client(server).ping()["type"] == "pong"
+    assert client_of(server).ping()["type"] == "pong"
 
 
 class _Broken(StudioError):
@@ -275,7 +271,7 @@ def test_engine_errors_keep_their_code_and_others_are_failed(tmp_path, coffee):
         with pytest.raises(ServerError) as err:
             _diagnose(srv, _wire(coffee))
         assert err.value.code == "diagnose-model" and "/nowhere" in err.value.message
-        assert _client(srv).ping()["type"] == "pong"
+        assert client_of(srv).ping()["type"] == "pong"
 
     class Odd:
         def predict(self, vector):
@@ -290,29 +286,11 @@ def test_engine_errors_keep_their_code_and_others_are_failed(tmp_path, coffee):
 def test_an_older_server_is_replaced_before_diagnosing(tmp_path, monkeypatch, coffee):
     """A plug-in of this version meeting a server of the last one: ensure_server swaps it, then it diagnoses."""
     path = tmp_path / "s.json"
-    old = EngineServer(state_file=path, preload=False).start()
-    runner = threading.Thread(target=old.serve_forever)
-    runner.start()
-    started = []
-
-    class Spawned:
-        def poll(self):
-            return None
-
-    def spawn(python, state_file, **kwargs):
-        started.append(EngineServer(state_file=state_file, preload=False).start())
-        return Spawned()
-
-    monkeypatch.setattr(protocol, "spawn_server", spawn)
-    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", protocol.PROTOCOL_VERSION + 1)
-    try:
+    with an_older_server(path, monkeypatch, lambda state_file: EngineServer(state_file=state_file, preload=False)
+                         ) as (old, runner, started):
         with pytest.raises(ServerError) as err:  # the old one, asked directly, refuses: another version
-            protocol.Client(protocol.read_state(path)).diagnose(Reader(_wire(coffee)), 600, 400, 3, "u8")
+            client_of(old).diagnose(Reader(_wire(coffee)), 600, 400, 3, "u8")
         assert err.value.code == Code.VERSION.value
         client = protocol.ensure_server(path, sys.executable, timeout=20)
         runner.join(10)
         assert not runner.is_alive() and started and client.port == started[0].port
-    finally:
-        for srv in started:
-            srv.close()
-        old.close()

@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 import pytest
+from fake_server import Factory, client_of, make_server
 
 import engine.spire
 from engine.jobs import check
 from engine.serve import protocol
 from engine.serve.protocol import ProtocolError, ServerError
-from engine.serve.server import EngineServer
 
 ON_CPU = "No GPU found: SPIRE will run on the CPU and take many minutes per photo."
 NO_ADAPTER = "No SPIRE adapter is installed. SPIRE weights are not public: train one."
@@ -47,14 +47,7 @@ def spire_ok(monkeypatch):
 
 
 def _server(tmp_path, spire_factory, restorer_factory=None):
-    from test_server import Factory
-
-    return EngineServer(model="fake", device="cpu", state_file=tmp_path / "run" / "server.json",
-                        restorer_factory=restorer_factory or Factory(), preload=False, spire_factory=spire_factory)
-
-
-def _client(srv) -> protocol.Client:
-    return protocol.Client(protocol.read_state(srv.state_file))
+    return make_server(tmp_path, spire_factory=spire_factory, restorer_factory=restorer_factory or Factory())
 
 
 def _u8(h=12, w=10, c=4, seed=0):
@@ -80,7 +73,7 @@ def test_spire_mode_runs_the_pipeline_loaded_once_and_keeps_the_size(tmp_path, s
         return FakeSpire()
 
     with _server(tmp_path, factory) as srv:
-        client = _client(srv)
+        client = client_of(srv)
         img = _u8()
         seen = []
         reply, data = client.restore(img.tobytes(), 10, 12, 4, "u8", "remove the noise, strongly", mode="spire",
@@ -112,7 +105,7 @@ def test_spire_unavailable_and_bad_prompts_come_back_as_readable_errors(tmp_path
     made = []
     monkeypatch.setattr(engine.spire, "available", lambda adapter=None: (False, NO_ADAPTER))
     with _server(tmp_path, lambda device: made.append(device)) as srv:
-        client = _client(srv)
+        client = client_of(srv)
         with pytest.raises(ServerError) as err:
             client.restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise", mode="spire")
         assert err.value.code == "spire-unavailable"
@@ -135,7 +128,7 @@ def test_spire_unavailable_and_bad_prompts_come_back_as_readable_errors(tmp_path
 def test_cancelling_a_spire_job_stops_it(tmp_path, spire_ok):
     fake = FakeSpire(delay=5.0)
     with _server(tmp_path, lambda device: fake) as srv:
-        client = _client(srv)
+        client = client_of(srv)
         with pytest.raises(ServerError) as err:
             client.restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise", mode="spire", diffusion_steps=50,
                            should_cancel=fake.started.is_set)
@@ -162,7 +155,7 @@ def test_a_tiny_real_pipeline_through_the_server(tmp_path, spire_ok):
                                                                 base_model="tiny"), "cpu")
         img = np.random.default_rng(3).random((20, 18, 3), dtype=np.float32)
         with _server(tmp_path, lambda device: pipe) as srv:
-            reply, data = _client(srv).restore(img.tobytes(), 18, 20, 3, "f32", "Deblur with sigma 1.5",
+            reply, data = client_of(srv).restore(img.tobytes(), 18, 20, 3, "f32", "Deblur with sigma 1.5",
                                                mode="spire", semantic="noise", diffusion_steps=2)
         out = np.frombuffer(data, "<f4").reshape(20, 18, 3)
         assert reply["prompt"] == "Deblur with sigma 1.5" and np.isfinite(out).all()
