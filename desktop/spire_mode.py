@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
-from engine.edit.session import SpireOptions
+from engine.edit.prompts import DEFAULT_SPIRE_STEPS
 
 from .workers import NotReady, UserFacingError, run_in_pool
 
@@ -39,8 +39,8 @@ class SpireState(str, enum.Enum):
 Availability = Callable[[], tuple[bool, str]]
 Loader = Callable[[str], object]
 
-#: The engine's defaults (a test checks they are the SPIRE pipeline's too).
-DEFAULT_STEPS, DEFAULT_GUIDANCE = SpireOptions.sampling_steps, SpireOptions.guidance
+#: What the diffusion-steps box starts at: the engine's default (the controller and the chat panel read it here).
+DEFAULT_STEPS = DEFAULT_SPIRE_STEPS
 
 
 def understood(text: str) -> tuple[str | None, str]:

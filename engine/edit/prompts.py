@@ -21,6 +21,12 @@ from dataclasses import dataclass
 
 from engine.errors import StudioError
 
+#: SPIRE's sampling defaults: DDIM steps, and the classifier-free guidance on the semantic prompt (used only when
+#: a semantic or negative prompt is given). Here rather than in ``engine.spire.pipeline`` so that sessions, the
+#: app and the servers read them without importing torch or diffusers.
+DEFAULT_SPIRE_STEPS = 50
+DEFAULT_SPIRE_GUIDANCE = 5.0
+
 # --- degree words (shared with engine.edit.planning) -------------------------------
 
 DEFAULT_STRENGTH = 1.0

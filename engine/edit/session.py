@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.edit.planning import PlannedStep, plan_instruction
+from engine.edit.prompts import DEFAULT_SPIRE_GUIDANCE, DEFAULT_SPIRE_STEPS
 from engine.edit.recipes import Recipe, RecipeStep
 from engine.edit.runners import Runners
 from engine.edit.steps import UPSAMPLING_INTENT, SessionError, Step, StepKind, blend, render
@@ -57,8 +58,8 @@ class SpireOptions:
     """How a SPIRE step samples (``mode=StepKind.SPIRE``); the restoration prompt comes from the instruction."""
 
     semantic: str = ""
-    sampling_steps: int = 50
-    guidance: float = 5.0
+    sampling_steps: int = DEFAULT_SPIRE_STEPS
+    guidance: float = DEFAULT_SPIRE_GUIDANCE
     seed: int = 0
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.edit.prompts import PromptError, from_instruction
+from engine.edit.prompts import DEFAULT_SPIRE_GUIDANCE, DEFAULT_SPIRE_STEPS, PromptError, from_instruction
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output")
     p.add_argument("--adapter", help="adapter folder (default: the installed one)")
     p.add_argument("--base", help="base model folder or hub id (default: the one the adapter names)")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--steps", type=int, default=DEFAULT_SPIRE_STEPS)
+    p.add_argument("--guidance", type=float, default=DEFAULT_SPIRE_GUIDANCE)
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

@@ -18,14 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.edit.prompts import RestorationPrompt, from_instruction
+from engine.edit.prompts import DEFAULT_SPIRE_GUIDANCE, DEFAULT_SPIRE_STEPS, RestorationPrompt, from_instruction
 from engine.jobs import CancelToken, ProgressCallback, check, report
 from engine.model.devices import DeviceChoice, choose_device
 from engine.spire.model import AdapterError, SpireAdapter, SpireDenoiser
 
-DEFAULT_STEPS = 50
-#: Classifier-free guidance on the semantic prompt. Only used when a semantic (or negative) prompt is given.
-DEFAULT_GUIDANCE = 5.0
 #: Above this many pixels (after upsampling) a single pass would need more memory than a 24 GB GPU has.
 MAX_PIXELS = 2048 * 2048
 
@@ -136,8 +133,8 @@ class SpirePipeline:
         return max(1, round(height * factor)), max(1, round(width * factor))
 
     def restore(self, image: np.ndarray | Image.Image, restoration_prompt: str | RestorationPrompt,
-                semantic_prompt: str = "", *, negative_prompt: str = "", steps: int = DEFAULT_STEPS,
-                guidance: float = DEFAULT_GUIDANCE, strength: float = 1.0, upscale: bool = True, seed: int = 0,
+                semantic_prompt: str = "", *, negative_prompt: str = "", steps: int = DEFAULT_SPIRE_STEPS,
+                guidance: float = DEFAULT_SPIRE_GUIDANCE, strength: float = 1.0, upscale: bool = True, seed: int = 0,
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> np.ndarray:
         """The restored image, HxWx3 float32 in [0, 1].
 
