@@ -102,7 +102,7 @@ def test_the_regions_give_the_features_of_the_whole_photo(coffee, scale):
     assert len(wanted) == (1 if scale == 1 else 7)  # a small layer is sent once, whole: its crops are cut from it
     parts = [diagnosis.to_rgb(np.ascontiguousarray(Reader(photo)(*r.to_list())), r, 3, "f32") for r in wanted]
     whole = features.analyse(photo)
-    mine = diagnosis.analysis(w, h, *diagnosis.split(w, h, parts))
+    mine = features.analyse_parts(*diagnosis.split(w, h, parts), w, h)
     assert (mine.width, mine.height) == (whole.width, whole.height) == (w, h)
     np.testing.assert_allclose(mine.vector, whole.vector, rtol=1e-5, atol=1e-6)
 

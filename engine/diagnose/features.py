@@ -63,10 +63,14 @@ class Analysis:
     height: int
 
 
+def copy_step(height: int, width: int, side: int = ANALYSIS_SIDE) -> int:
+    """The k of :func:`analysis_copy`: every k-th pixel of every k-th row, from ``k // 2``, long side about ``side``."""
+    return max(1, math.ceil(max(height, width) / side))
+
+
 def analysis_copy(rgb: Array, side: int = ANALYSIS_SIDE) -> Array:
     """Every k-th pixel, so the long side is at most about ``side`` (a view when k is 1)."""
-    h, w = rgb.shape[:2]
-    k = max(1, math.ceil(max(h, w) / side))
+    k = copy_step(*rgb.shape[:2], side)
     return np.ascontiguousarray(rgb[k // 2 :: k, k // 2 :: k]) if k > 1 else rgb
 
 
@@ -85,6 +89,11 @@ def crop_boxes(height: int, width: int, size: int = CROP, grid: tuple[int, int] 
             left = int(min(max(0, cx - side / 2), width - side)) // 8 * 8
             boxes.append((top, left, side))
     return list(dict.fromkeys(boxes))
+
+
+def cut_crops(rgb: Array) -> list[Array]:
+    """The full-resolution crops of :func:`crop_boxes` (views of ``rgb``)."""
+    return [rgb[t : t + s, x : x + s] for t, x, s in crop_boxes(*rgb.shape[:2])]
 
 
 def _crop_values(rgb: Array) -> dict[str, float]:
@@ -125,7 +134,13 @@ def analyse(rgb: Array) -> Analysis:
     """Measure a float32 HxWx3 photo in ``[0, 1]`` (the crops on ``WORKERS`` threads)."""
     rgb = np.asarray(rgb, np.float32)
     h, w = rgb.shape[:2]
-    crops = [rgb[t : t + s, x : x + s] for t, x, s in crop_boxes(h, w)]
+    return analyse_parts(analysis_copy(rgb), cut_crops(rgb), w, h)
+
+
+def analyse_parts(copy: Array, crops: list[Array], width: int, height: int) -> Analysis:
+    """:func:`analyse` of a ``width`` x ``height`` photo from only the parts it reads: its :func:`analysis_copy`
+    and its :func:`cut_crops` (float32 RGB in ``[0, 1]``), so a caller that never holds the whole photo (the
+    engine server, sent just those regions by the GIMP plug-in) measures it exactly as ``analyse`` does."""
     if WORKERS > 1 and len(crops) > 1:
         per_crop = list(_executor().map(_crop_values, crops))
     else:
@@ -137,13 +152,12 @@ def analyse(rgb: Array) -> Analysis:
         values[f"crop_min_{k}"] = float(min(c[k] for c in per_crop))
     for k in _CROP_MAX:
         values[f"crop_max_{k}"] = float(max(c[k] for c in per_crop))
-    small = analysis_copy(rgb)
-    gray = measures.luma(small)
+    gray = measures.luma(copy)
     values |= {f"exp_{k}": v for k, v in measures.exposure(gray).items()}
-    values |= {f"col_{k}": v for k, v in measures.colour(small).items()}
-    values |= {f"dc_{k}": v for k, v in measures.dark_channel(small).items()}
+    values |= {f"col_{k}": v for k, v in measures.colour(copy).items()}
+    values |= {f"dc_{k}": v for k, v in measures.dark_channel(copy).items()}
     vector = np.array([values[n] for n in FEATURE_NAMES], np.float32)
-    return Analysis(values, vector, w, h)
+    return Analysis(values, vector, width, height)
 
 
 def noise_sigma_255(values: dict[str, float]) -> float:

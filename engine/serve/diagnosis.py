@@ -5,19 +5,18 @@ about ``ANALYSIS_SIDE``) plus a few crops at full resolution. A GIMP layer can b
 tens of megapixels, so the server does not ask for it whole: it answers a
 ``diagnose`` request with the regions it needs (:func:`regions`), the plug-in sends
 just those (well under a megapixel whatever the layer's size), and
-:func:`analysis` measures them exactly as ``engine.diagnose.features.analyse``
-measures the whole photo (``tests/test_server.py`` checks both give the same
-feature vector, so a change there cannot go unnoticed here).
+``engine.diagnose.features.analyse_parts`` measures them exactly as ``analyse``
+measures the whole photo (``tests/test_server_diagnose.py`` checks both give the
+same feature vector, so a change there cannot go unnoticed here).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from engine.diagnose import features, measures
+from engine.diagnose import features
 from engine.serve.protocol import DTYPE_SIZES
 
 _NP = {"u8": np.dtype("u1"), "u16": np.dtype("<u2"), "f32": np.dtype("<f4")}
@@ -43,7 +42,7 @@ class Region:
 
 def _copy_region(width: int, height: int) -> Region:
     """The every-k-th-pixel copy of ``features.analysis_copy`` as a region."""
-    k = max(1, math.ceil(max(height, width) / features.ANALYSIS_SIDE))
+    k = features.copy_step(height, width)
     if k == 1:
         return Region(0, 0, width, height, 1)
     o = k // 2
@@ -64,8 +63,7 @@ def regions(width: int, height: int) -> list[Region]:
 def split(width: int, height: int, parts: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """(sub-sampled copy, full-resolution crops) from the received :func:`regions`, in their order."""
     if len(parts) == 1:
-        whole = parts[0]
-        return whole, [whole[t:t + s, x:x + s] for t, x, s in features.crop_boxes(height, width)]
+        return parts[0], features.cut_crops(parts[0])
     return parts[0], list(parts[1:])
 
 
@@ -79,24 +77,6 @@ def to_rgb(data, region: Region, channels: int, dtype: str) -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
-def analysis(width: int, height: int, copy: np.ndarray, crops: list[np.ndarray]) -> features.Analysis:
-    """``features.analyse`` of the whole layer, from its sub-sampled copy and its full-resolution crops."""
-    per_crop = [features._crop_values(c) for c in crops]
-    values: dict[str, float] = {}
-    for k in features._CROP_KEYS:
-        values[f"crop_{k}"] = float(np.median([c[k] for c in per_crop]))
-    for k in features._CROP_MIN:
-        values[f"crop_min_{k}"] = float(min(c[k] for c in per_crop))
-    for k in features._CROP_MAX:
-        values[f"crop_max_{k}"] = float(max(c[k] for c in per_crop))
-    gray = measures.luma(copy)
-    values |= {f"exp_{k}": v for k, v in measures.exposure(gray).items()}
-    values |= {f"col_{k}": v for k, v in measures.colour(copy).items()}
-    values |= {f"dc_{k}": v for k, v in measures.dark_channel(copy).items()}
-    vector = np.array([values[n] for n in features.FEATURE_NAMES], np.float32)
-    return features.Analysis(values, vector, width, height)
-
-
 def diagnose_regions(width: int, height: int, parts: list[np.ndarray], model=None,
                      photo_size: tuple[int, int] | None = None):
     """The ``Diagnosis`` of a ``width`` x ``height`` image from the float RGB of its :func:`regions`, in order.
@@ -107,7 +87,7 @@ def diagnose_regions(width: int, height: int, parts: list[np.ndarray], model=Non
 
     copy, crops = split(width, height, parts)
     w, h = photo_size or (width, height)
-    return core.from_analysis(analysis(w, h, copy, crops), model or core.default_model())
+    return core.from_analysis(features.analyse_parts(copy, crops, w, h), model or core.default_model())
 
 
 def reply(diagnosis, seconds: float, width: int, height: int) -> dict:
