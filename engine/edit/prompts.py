@@ -72,13 +72,20 @@ def degree_word(text: str) -> float | None:
     return None
 
 
-def parse_degree(text: str) -> float | None:
-    """Strength 0..1 from a percentage, "strength 0.7", "sigma 0.1" or a degree word; None when none is given."""
+def _stated_level(text: str) -> float | None:
+    """Strength 0..1 from a percentage or "strength 0.7" (over 1: a percentage), None when neither is given."""
     if m := _PERCENT.search(text):
         return _clamp01(float(m.group(1)) / 100)
     if m := _STRENGTH.search(text):
         v = float(m.group(1))
         return _clamp01(v / 100 if v > 1 else v)
+    return None
+
+
+def parse_degree(text: str) -> float | None:
+    """Strength 0..1 from a percentage, "strength 0.7", "sigma 0.1" or a degree word; None when none is given."""
+    if (level := _stated_level(text)) is not None:
+        return level
     if m := _SIGMA.search(text):
         v = float(m.group(1))
         sigma = v / 255 if v > 1 else v
@@ -311,12 +318,8 @@ def _explicit_value(op: str, clause: str) -> float | None:
 
 
 def _clause_level(clause: str) -> float | None:
-    if m := _PERCENT.search(clause):
-        return _clamp01(float(m.group(1)) / 100)
-    if m := _STRENGTH.search(clause):
-        v = float(m.group(1))
-        return _clamp01(v / 100 if v > 1 else v)
-    return degree_word(clause)
+    level = _stated_level(clause)
+    return degree_word(clause) if level is None else level
 
 
 def from_instruction(text: str) -> RestorationPrompt:
