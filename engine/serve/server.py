@@ -344,15 +344,28 @@ class EngineServer:
         else:
             _try_send(conn, protocol.error_frame(Code.BAD_REQUEST, f"unknown request type {kind!r}"))
 
-    def _receive(self, conn: socket.socket, header: dict) -> WireLayer | None:
-        """Check a restore request before any pixel moves, then take its rows band by band."""
+    def _accept(self, conn: socket.socket, header: dict, check) -> tuple | None:
+        """A pixel request's layer ``(width, height, channels, dtype)`` once ``check`` (a protocol validator)
+        passes it and the layer is within the pixel limit; else None, the refusal sent."""
         try:
-            protocol.check_restore_request(header)
+            check(header)
         except ProtocolError as exc:
             _try_send(conn, protocol.error_frame(Code.BAD_REQUEST, str(exc)))
             return None
         w, h, c, dtype = int(header["width"]), int(header["height"]), int(header["channels"]), header["dtype"]
-        refusal = self._too_large(w, h, c, dtype, header.get("mask_dtype"))
+        if w * h > self.max_pixels:
+            _try_send(conn, protocol.error_frame(
+                Code.TOO_LARGE, f"the layer is {w} x {h} = {w * h / 1e6:.0f} MP, more than the engine's limit of "
+                                f"{self.max_pixels / 1e6:.0f} MP; select a part of it, or scale it down first"))
+            return None
+        return w, h, c, dtype
+
+    def _receive(self, conn: socket.socket, header: dict) -> WireLayer | None:
+        """Check a restore request before any pixel moves, then take its rows band by band."""
+        if (layer_size := self._accept(conn, header, protocol.check_restore_request)) is None:
+            return None
+        w, h, c, dtype = layer_size
+        refusal = self._memory_refusal(w, h, c, dtype, header.get("mask_dtype"))
         if refusal:
             _try_send(conn, protocol.error_frame(Code.TOO_LARGE, refusal))
             return None
@@ -371,10 +384,8 @@ class EngineServer:
             layer.put_rows(y, n, view)
         return layer
 
-    def _too_large(self, w: int, h: int, c: int, dtype: str, mask_dtype: str | None) -> str:
-        if w * h > self.max_pixels:
-            return (f"the layer is {w} x {h} = {w * h / 1e6:.0f} MP, more than the engine's limit of "
-                    f"{self.max_pixels / 1e6:.0f} MP; select a part of it, or scale it down first")
+    def _memory_refusal(self, w: int, h: int, c: int, dtype: str, mask_dtype: str | None) -> str:
+        """Why the memory free now cannot hold this restore job; empty when it can."""
         need = WireLayer.estimate_bytes(w, h, c, dtype, mask_dtype)
         free = self._memory_available()
         if need > free:
@@ -392,17 +403,9 @@ class EngineServer:
         second and the dialog that asks for it should not wait minutes behind a job)."""
         from engine.serve import diagnosis
 
-        try:
-            protocol.check_diagnose_request(header)
-        except ProtocolError as exc:
-            _try_send(conn, protocol.error_frame(Code.BAD_REQUEST, str(exc)))
+        if (layer_size := self._accept(conn, header, protocol.check_diagnose_request)) is None:
             return
-        w, h, c, dtype = int(header["width"]), int(header["height"]), int(header["channels"]), header["dtype"]
-        if w * h > self.max_pixels:
-            _try_send(conn, protocol.error_frame(
-                Code.TOO_LARGE, f"the layer is {w} x {h} = {w * h / 1e6:.0f} MP, more than the engine's limit of "
-                                f"{self.max_pixels / 1e6:.0f} MP"))
-            return
+        w, h, c, dtype = layer_size
         wanted = diagnosis.regions(w, h)
         pixel = c * protocol.DTYPE_SIZES[dtype]
         rows = [protocol.band_rows(r.width, r.width * pixel) for r in wanted]
