@@ -148,7 +148,7 @@ def test_restore_u8_rgba_keeps_alpha_and_streams_progress(server):
     img = _u8()
     seen = []
     reply, data = client_of(server).restore(img.tobytes(), 10, 12, 4, "u8", "remove the noise",
-                                          on_progress=seen.append)
+                                            on_progress=seen.append)
     out = np.frombuffer(data, np.uint8).reshape(12, 10, 4)
     expected = np.rint((img[..., :3] / 255 * 0.5 + 0.25) * 255)
     assert np.abs(out[..., :3].astype(int) - expected).max() <= 1
@@ -168,7 +168,7 @@ def test_a_layer_travels_in_bands_both_ways_and_is_read_band_by_band(server, mon
         return img[y:y + n].tobytes()
 
     reply, joined = client_of(server).restore(read, 10, 23, 4, "u8", "remove the noise", on_result=heads.append,
-                                            on_rows=lambda y, n, data: got.__setitem__(y, bytes(data)))
+                                              on_rows=lambda y, n, data: got.__setitem__(y, bytes(data)))
     assert joined is None and heads[0]["band_rows"] == 5 and heads[0] is reply
     assert asked == [(0, 5), (5, 5), (10, 5), (15, 5), (20, 3)]  # never the whole image at once
     out = np.frombuffer(b"".join(got[y] for y in sorted(got)), np.uint8).reshape(23, 10, 4)
@@ -184,7 +184,7 @@ def test_mask_blends_and_leaves_unselected_pixels_exact(server):
     mask[4:12, 5:15] = 1.0
     mask[4:12, 15] = 0.5
     reply, data = client_of(server).restore(img.tobytes(), 20, 16, 4, "f32", "remove the noise",
-                                          mask=mask.tobytes(), mask_dtype="f32")
+                                            mask=mask.tobytes(), mask_dtype="f32")
     out = np.frombuffer(data, "<f4").reshape(16, 20, 4)
     np.testing.assert_array_equal(out[mask == 0], img[mask == 0])  # bit for bit, out-of-range values too
     shown = np.clip(img[..., :3], 0, 1)
@@ -351,7 +351,7 @@ def test_a_cancel_frame_cancels(tmp_path):
         seen = []
         with pytest.raises(ServerError, match="cancelled"):
             client_of(srv).restore(_u8().tobytes(), 10, 12, 4, "u8", "remove the noise", on_progress=seen.append,
-                                 should_cancel=lambda: len(seen) >= 1)
+                                   should_cancel=lambda: len(seen) >= 1)
         assert _wait(lambda: factory.made[0][2].cancelled.is_set())
 
 
@@ -535,7 +535,7 @@ def test_an_upsampling_step_answers_a_larger_result_with_alpha_enlarged(server):
     img[..., 3] = 200
     mask = np.ones((12, 10), np.float32)
     reply, data = client_of(server).restore(img.tobytes(), 10, 12, 4, "u8", "upscale it 2x", mask=mask.tobytes(),
-                                          mask_dtype="f32")
+                                            mask_dtype="f32")
     assert reply["resized"] and (reply["width"], reply["height"]) == (20, 24)
     assert reply["steps"][0]["kind"] == "upsample"
     out = np.frombuffer(data, np.uint8).reshape(24, 20, 4)

@@ -156,7 +156,7 @@ def test_a_tiny_real_pipeline_through_the_server(tmp_path, spire_ok):
         img = np.random.default_rng(3).random((20, 18, 3), dtype=np.float32)
         with _server(tmp_path, lambda device: pipe) as srv:
             reply, data = client_of(srv).restore(img.tobytes(), 18, 20, 3, "f32", "Deblur with sigma 1.5",
-                                               mode="spire", semantic="noise", diffusion_steps=2)
+                                                 mode="spire", semantic="noise", diffusion_steps=2)
         out = np.frombuffer(data, "<f4").reshape(20, 18, 3)
         assert reply["prompt"] == "Deblur with sigma 1.5" and np.isfinite(out).all()
         assert 0 <= out.min() and out.max() <= 1 and not np.allclose(out, img)
