@@ -81,7 +81,9 @@ def cmd_restore(args) -> int:
     with _bar("restoring") as bar:
         plan = session.apply(instruction, restorer, strength=args.strength, progress=_progress_into(bar))
     _report_plan(plan)
-    path = save_image(picture.with_rgb(session.result()), out, overwrite=args.overwrite, quality=args.quality)
+    result = picture.with_rgb(session.result())
+    del session, picture  # the steps' corrections and the decoded original: an up-scaled photo needs the room
+    path = save_image(result, out, overwrite=args.overwrite, quality=args.quality)
     print(path)
     return 0
 

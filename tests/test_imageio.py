@@ -580,3 +580,25 @@ def test_picture_from_array_variants() -> None:
         picture_from_array(np.zeros((2, 3, 5), np.uint8))
     with pytest.raises(TypeError):
         picture_from_array(np.zeros((2, 3), np.int64))
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_quantising_a_big_float_photo_costs_its_integer_copy_not_a_float_one(bits):
+    """Saving a 48 MP up-scaled photo must not hold a second full float copy (2 GB process budget)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(-0.1, 1.1, (1500, 1000, 3)).astype(np.float32)  # 18 MB
+    rgb[0, 0] = np.nan
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        out = to_uint(rgb, bits)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < out.nbytes + rgb.nbytes / 4, f"peak {peak / 1e6:.1f} MB for a {out.nbytes / 1e6:.1f} MB result"
+    top = 2**bits - 1
+    expected = np.rint(np.nan_to_num(np.clip(rgb, 0, 1)) * top)
+    assert out.dtype == (np.uint8 if bits == 8 else np.uint16)
+    assert np.array_equal(out, expected.astype(out.dtype))

@@ -208,22 +208,29 @@ def picture_from_array(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_dep
     )
 
 
-def to_uint(picture_or_rgb: Picture | np.ndarray, bit_depth: int) -> np.ndarray:
+def to_uint(picture_or_rgb: Picture | np.ndarray, bit_depth: int, band_bytes: int = 1 << 20) -> np.ndarray:
     """Quantise float [0, 1] pixels to uint8/uint16 (round to nearest, clip, NaN -> 0).
 
     Integer input is first scaled to [0, 1] by its dtype, so uint16 -> 8 bit works too.
+    Float input is quantised about ``band_bytes`` at a time into the integer result: saving a
+    48 MP up-scaled photo costs its 8- or 16-bit copy, not another float copy.
     """
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
     arr = picture_or_rgb.rgb if isinstance(picture_or_rgb, Picture) else np.asarray(picture_or_rgb)
     if not np.issubdtype(arr.dtype, np.floating):
         arr = to_float(arr)
-    top = 255.0 if bit_depth == 8 else 65535.0
-    out = np.clip(arr, 0.0, 1.0).astype(np.float32, copy=False)
-    np.nan_to_num(out, copy=False, nan=0.0)
-    out *= top
-    np.rint(out, out=out)
-    return out.astype(np.uint8 if bit_depth == 8 else np.uint16)
+    top = np.float32(255.0 if bit_depth == 8 else 65535.0)
+    out = np.empty(arr.shape, np.uint8 if bit_depth == 8 else np.uint16)
+    src, dst = np.atleast_1d(arr), np.atleast_1d(out)  # views: a 0-d value is a band of one
+    rows = max(1, band_bytes // max(1, 4 * src[:1].size))
+    for r in range(0, src.shape[0], rows):
+        band = np.clip(src[r:r + rows], 0.0, 1.0).astype(np.float32, copy=False)
+        band[np.isnan(band)] = 0.0
+        band *= top
+        np.rint(band, out=band)
+        dst[r:r + rows] = band
+    return out
 
 
 # --------------------------------------------------------------------------- loading
