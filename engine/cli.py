@@ -19,6 +19,7 @@ from pathlib import Path
 from engine.diagnose import cli as diagnose_cli
 from engine.edit.upsampling import DEFAULT_MAX_RESULT_PIXELS
 from engine.errors import StudioError
+from engine.model.options import add_restorer_arguments
 from engine.serve import server as serve_cli
 
 EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 130
@@ -210,10 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     def model_opts(p):
-        p.add_argument("--model", default="default", help="bundled model name, instructir-7d, or a model folder")
-        p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
-        p.add_argument("--tile", type=int, default=0, help="tile side in pixels (default: whole image when it fits)")
-        p.add_argument("--fast", action="store_true", help="bf16 on CPUs that support it (slightly less exact)")
+        add_restorer_arguments(p)
         p.add_argument("--max-memory", type=float, metavar="GB",
                        help="memory the network may use (default 1.3 GB on CPU, 70%% of free VRAM on CUDA); "
                             "more lets larger photos run whole instead of in tiles")

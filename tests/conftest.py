@@ -99,7 +99,15 @@ class FakeRestorer:
                 return FakeIntent(label, 0.9, {})
         return FakeIntent("unrelated", 0.8, {})
 
-    def restore(self, image, instruction, progress=None, cancel=None):
+    def restore(self, image, instruction, progress=None, cancel=None, sink=None):
+        """As ``Restorer.restore``: the result, or with ``sink`` its rows handed over (here all at once)."""
+        out = self._restore(image, instruction, progress, cancel)
+        if sink is None:
+            return out
+        sink(0, out.shape[0], out)
+        return None
+
+    def _restore(self, image, instruction, progress, cancel):
         import time
 
         self.calls += 1

@@ -46,9 +46,9 @@ class Factory:
         r.cancelled = threading.Event()
         original = r.restore
 
-        def restore(image, instruction, progress=None, cancel=None):
+        def restore(image, instruction, progress=None, cancel=None, sink=None):
             try:
-                return original(image, instruction, progress=progress, cancel=cancel)
+                return original(image, instruction, progress=progress, cancel=cancel, sink=sink)
             except Exception:
                 if cancel is not None and cancel.cancelled:
                     r.cancelled.set()

@@ -173,7 +173,7 @@ def test_open_instruct_undo_redo_and_strength(qtbot, studio, photo_file):
     assert window.document.stack.count() == depth + 1
     step = window.document.steps[0]
     assert step.strength == pytest.approx(0.4)
-    expected = np.clip(window.document.session.original + 0.4 * step.delta, 0, 1)
+    expected = np.clip(window.document.session.original + np.float32(0.4) * step.delta, 0, 1)
     np.testing.assert_allclose(window.document.result(), expected, atol=1e-6)
     qtbot.waitUntil(lambda: window.history.rows[0].value.text() == "40 %")
     window.undo_action.trigger()
@@ -396,7 +396,7 @@ def test_errors_are_readable_messages(qtbot, studio, tmp_path, photo_file):
     from conftest import FakeRestorer
 
     class OutOfMemory(FakeRestorer):
-        def restore(self, image, instruction, progress=None, cancel=None):
+        def restore(self, image, instruction, progress=None, cancel=None, sink=None):
             raise MemoryError
 
     window = studio(OutOfMemory())

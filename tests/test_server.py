@@ -24,6 +24,9 @@ from engine.serve.state import AlreadyRunningError, write_state
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: Steps keep their correction in half precision (engine.edit.runners.CORRECTION_DTYPE).
+HALF = 2.0**-11
+
 
 # --- protocol -------------------------------------------------------------------
 
@@ -190,9 +193,9 @@ def test_mask_blends_and_leaves_unselected_pixels_exact(server):
     shown = np.clip(img[..., :3], 0, 1)
     excess = img[..., :3] - shown
     full = shown * 0.5 + 0.25 + excess  # the displayable part restored, the rest carried through
-    np.testing.assert_allclose(out[mask == 1][:, :3], full[mask == 1], atol=1e-6)
+    np.testing.assert_allclose(out[mask == 1][:, :3], full[mask == 1], atol=HALF)
     half = img[4:12, 15, :3] + 0.5 * (full[4:12, 15] - img[4:12, 15, :3])
-    np.testing.assert_allclose(out[4:12, 15, :3], half, atol=1e-6)
+    np.testing.assert_allclose(out[4:12, 15, :3], half, atol=HALF)
     np.testing.assert_array_equal(out[..., 3], img[..., 3])
 
 
@@ -204,10 +207,10 @@ def test_linear_float_values_far_above_one_survive(server):
     img[0, 0] = np.inf
     _, data = client_of(server).restore(img.tobytes(), 8, 8, 3, "f32", "remove the noise")
     out = np.frombuffer(data, "<f4").reshape(8, 8, 3)
-    np.testing.assert_allclose(out[2:4, 2:6], 24.0 + 1.0 * 0.5 + 0.25)  # restored highlight + the excess
+    np.testing.assert_allclose(out[2:4, 2:6], 24.0 + 1.0 * 0.5 + 0.25, atol=HALF)  # restored highlight + excess
     assert out[2:4, 2:6].min() > 24 and np.isinf(out[0, 0]).all()
-    np.testing.assert_allclose(out[6, :, 1], -0.5 + 0.25)  # below black keeps its offset
-    np.testing.assert_allclose(out[1, 1], 0.2 * 0.5 + 0.25)  # the ordinary pixels are restored as usual
+    np.testing.assert_allclose(out[6, :, 1], -0.5 + 0.25, atol=HALF)  # below black keeps its offset
+    np.testing.assert_allclose(out[1, 1], 0.2 * 0.5 + 0.25, atol=HALF)  # ordinary pixels are restored as usual
 
 
 def test_gray_u16_and_strength(server):
@@ -218,8 +221,9 @@ def test_gray_u16_and_strength(server):
     full = np.frombuffer(full, "<u2").reshape(8, 9, 2).astype(float)
     half = np.frombuffer(half, "<u2").reshape(8, 9, 2).astype(float)
     np.testing.assert_array_equal(full[..., 1], img[..., 1])
-    np.testing.assert_allclose(full[..., 0], np.rint((img[..., 0] / 65535 * 0.5 + 0.25) * 65535), atol=2)
-    np.testing.assert_allclose(half[..., 0], (img[..., 0] + full[..., 0]) / 2, atol=2)
+    levels = 65535 * HALF + 1  # the half-precision correction, then rounding
+    np.testing.assert_allclose(full[..., 0], np.rint((img[..., 0] / 65535 * 0.5 + 0.25) * 65535), atol=levels)
+    np.testing.assert_allclose(half[..., 0], (img[..., 0] + full[..., 0]) / 2, atol=levels)
 
 
 def test_strength_scales_instruction_degree_or_overrides_it(server):
@@ -231,9 +235,9 @@ def test_strength_scales_instruction_degree_or_overrides_it(server):
         return reply["steps"][0]["strength"], float(np.frombuffer(data, "<f4")[0])
 
     # fake 'noise' maps 0.2 -> 0.35: delta 0.15; "a bit" reads as 0.5
-    assert run() == pytest.approx((0.5, 0.275))
-    assert run(strength=0.5) == pytest.approx((0.25, 0.2375))
-    assert run(strength=1.0, strength_mode="override") == pytest.approx((1.0, 0.35))
+    assert run() == pytest.approx((0.5, 0.275), abs=HALF)
+    assert run(strength=0.5) == pytest.approx((0.25, 0.2375), abs=HALF)
+    assert run(strength=1.0, strength_mode="override") == pytest.approx((1.0, 0.35), abs=HALF)
     # the strength is set before the network runs: one network call per step, never a second "refresh" pass
     calls = server.factory.made[0][2].calls
     run(strength=0.3)

@@ -27,6 +27,24 @@ def test_pixelwise_function_is_reproduced_exactly():
     assert calls[-1] == (len(tile_grid(70, 90, 32, 8)),) * 2
 
 
+@pytest.mark.parametrize("h, w, tile, overlap", [(70, 90, 32, 8), (200, 50, 48, 16), (31, 31, 32, 8)])
+def test_rows_handed_to_a_sink_are_the_blended_result_in_order_once(h, w, tile, overlap):
+    """A position-dependent fn (tiles disagree) so the blend weights matter; the sink sees every row once."""
+    x = torch.rand(1, 3, h, w)
+    fn = lambda t: t * 2 + t.mean()  # noqa: E731  (depends on the tile: overlaps blend different values)
+    whole = run_tiled(fn, x, tile=tile, overlap=overlap)
+    got, ranges = torch.full_like(whole, float("nan")), []
+
+    def sink(y0, y1, rows):
+        ranges.append((y0, y1))
+        got[:, :, y0:y1] = rows
+
+    assert run_tiled(fn, x, tile=tile, overlap=overlap, sink=sink) is None
+    assert ranges[0][0] == 0 and ranges[-1][1] == h
+    assert all(a1 == b0 for (_, a1), (b0, _) in zip(ranges, ranges[1:]))
+    assert torch.allclose(got, whole, atol=1e-6)
+
+
 def test_cancel_between_tiles():
     token = CancelToken()
 

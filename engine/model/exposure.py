@@ -39,9 +39,13 @@ def brightening_share(image: np.ndarray) -> float:
     return BRIGHT_FLOOR + (1.0 - BRIGHT_FLOOR) * darkness(image)
 
 
-def temper(image: np.ndarray, restored: np.ndarray) -> np.ndarray:
-    """``image + share * (restored - image)``, in place on ``restored``, by bands of rows."""
-    share = np.float32(brightening_share(image))
+def temper(image: np.ndarray, restored: np.ndarray, share: float | None = None) -> np.ndarray:
+    """``image + share * (restored - image)``, in place on ``restored``, by bands of rows.
+
+    ``share`` defaults to ``brightening_share(image)``; a caller working on a band
+    of rows passes the share of the whole photo.
+    """
+    share = np.float32(brightening_share(image) if share is None else share)
     if share >= 1:
         return restored
     for r in range(0, restored.shape[0], 256):

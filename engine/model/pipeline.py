@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from engine.model.network import build_network
 from engine.model.registry import DEFAULT_MODEL, ModelBundle, load_model, save_folder
 from engine.model.streaming import DEFAULT_STRIP_PIXELS
 from engine.model.text import TextEncoder
-from engine.model.tiling import run_tiled, tile_grid
+from engine.model.tiling import RowSink, run_tiled, tile_grid
 
 #: Peak activation bytes per pixel, per unit of network width, of a whole-image pass: the plain
 #: path (CUDA; measured 41-45 for the 7D config, 57 for studio-small) and the strip path the CPU
@@ -195,12 +196,13 @@ class Restorer:
         return forward
 
     def restore_tensor(self, image: torch.Tensor, text_embedding: torch.Tensor, *,
-                       progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
-        """1x3xHxW float in [0,1] -> restored, same shape."""
+                       progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                       sink: RowSink | None = None) -> torch.Tensor | None:
+        """1x3xHxW float in [0,1] -> restored, same shape (or, with ``sink``, handed over by rows: None)."""
         with torch.inference_mode():
-            return self._restore_tensor(image, text_embedding, progress, cancel)
+            return self._restore_tensor(image, text_embedding, progress, cancel, sink)
 
-    def _restore_tensor(self, image, text_embedding, progress, cancel) -> torch.Tensor:
+    def _restore_tensor(self, image, text_embedding, progress, cancel, sink) -> torch.Tensor | None:
         _, _, h, w = image.shape
         tile = self.plan_tile(h, w)
         while True:
@@ -209,10 +211,14 @@ class Restorer:
                 if tile is None:
                     out = self._forward(image, text_embedding, progress, cancel)
                     report(progress, 1, 1)
-                    return out
+                    if sink is None:
+                        return out
+                    sink(0, h, out)
+                    return None
                 return run_tiled(self._tile_forward(text_embedding, len(tile_grid(h, w, tile, self.overlap)),
-                                                    progress, cancel), image, tile, self.overlap, progress, cancel)
-            except torch.OutOfMemoryError:
+                                                    progress, cancel), image, tile, self.overlap, progress, cancel,
+                                 sink)
+            except torch.OutOfMemoryError:  # a retry re-sends every row: a sink only ever overwrites
                 if self.choice.device.type == "cuda":
                     torch.cuda.empty_cache()
                 smaller = (tile or max(h, w)) // 2 // 32 * 32
@@ -221,15 +227,33 @@ class Restorer:
                 tile = smaller
 
     def restore(self, image: np.ndarray, instruction: str | torch.Tensor, *,
-                progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> np.ndarray:
-        """Restore an HxWx3 float32 image in [0, 1] following ``instruction``."""
+                progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                sink: Callable[[int, int, np.ndarray], None] | None = None) -> np.ndarray | None:
+        """Restore an HxWx3 float32 image in [0, 1] following ``instruction``.
+
+        With ``sink``, ``sink(y0, y1, rows)`` receives rows ``[y0, y1)`` of the
+        result (HxWx3 float32, valid during the call) as they are finished and
+        nothing is returned: the caller keeps the result in the form it needs
+        (the session keeps a half-precision correction) and no full float copy
+        of a big result is ever held.
+        """
         if isinstance(instruction, torch.Tensor):
             emb, intent = instruction, None
         else:
             emb, intent = self.embed(instruction)
         image = np.ascontiguousarray(image, dtype=np.float32)
         x = torch.from_numpy(image).permute(2, 0, 1)[None]
-        y = self.restore_tensor(x, emb, progress=progress, cancel=cancel)[0].permute(1, 2, 0).numpy()
-        if intent is not None and intent.label == LOW_LIGHT_INTENT and brightening_share(image) < 1:
-            y = temper(image, np.ascontiguousarray(y))  # "brighten" on a photo that is not dark: gently
-        return y
+        # "brighten" on a photo that is not dark: gently (a share of the correction)
+        share = brightening_share(image) if intent is not None and intent.label == LOW_LIGHT_INTENT else 1.0
+        gentle = share < 1
+        if sink is None:
+            y = self.restore_tensor(x, emb, progress=progress, cancel=cancel)[0].permute(1, 2, 0).numpy()
+            return temper(image, np.ascontiguousarray(y), share) if gentle else y
+
+        def rows_out(y0: int, y1: int, rows: torch.Tensor) -> None:
+            band = np.ascontiguousarray(rows[0].permute(1, 2, 0).numpy())
+            sink(y0, y1, temper(image[y0:y1], band, share) if gentle else band)
+
+        self.restore_tensor(x, emb, progress=progress, cancel=cancel, sink=rows_out)
+        return None
+

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 from engine.errors import StudioError
+from engine.model.options import add_restorer_arguments
 from engine.serve import protocol
 from engine.serve.layers import WireLayer
 from engine.serve.protocol import HOST, PROTOCOL_VERSION, Code, ConnectionClosed, ProtocolError, Stage
@@ -649,10 +650,7 @@ def cmd_serve(args) -> int:
 def register_cli(subparsers) -> None:
     """Add ``serve`` to the ``instructir`` command (called from engine.cli.build_parser)."""
     p = subparsers.add_parser("serve", help="run the engine server for the GIMP plug-in (127.0.0.1 only)")
-    p.add_argument("--model", default="default", help="bundled model name, instructir-7d, or a model folder")
-    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
-    p.add_argument("--tile", type=int, default=0, help="tile side in pixels (default: whole image when it fits)")
-    p.add_argument("--fast", action="store_true", help="bf16 on CPUs that support it")
+    add_restorer_arguments(p)
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free port)")
     p.add_argument("--state-file", help=f"where to publish port and token (default: ${protocol.STATE_ENV} "
                                         "or the user's state folder)")
