@@ -279,7 +279,8 @@ class ChatPanel(QWidget):
         chip_box.addWidget(self.suggestions_title)
         chip_box.addLayout(self.chip_grid)
         chip_box.addLayout(spire_grid)
-        self.chips: list[SuggestionButton] = []
+        self.chips: list[SuggestionButton] = []  # the quick buttons shown now (the first of _chip_pool)
+        self._chip_pool: list[SuggestionButton] = []
         self.spire_chips = [self._chip(label, text) for label, text in SPIRE_SUGGESTIONS]
         for n, chip in enumerate(self.spire_chips):
             spire_grid.addWidget(chip, n // 3, n % 3)
@@ -553,13 +554,17 @@ class ChatPanel(QWidget):
         (e.g. what a diagnosis of the photo proposes); an empty list brings the defaults back."""
         suggestions = [tuple(s) + ("",) * (3 - len(s)) for s in suggestions] or \
             [(label, text, "") for label, text in SUGGESTIONS]
-        for chip in self.chips:
-            self.chip_grid.removeWidget(chip)
-            chip.deleteLater()
-        self.chips = [self._chip(label, text, tip) for label, text, tip in suggestions]
-        for n, chip in enumerate(self.chips):
-            self.chip_grid.addWidget(chip, n // 3, n % 3)
-            chip.setVisible(not self.is_spire)
+        # The buttons are kept and re-labelled: building styled widgets anew costs the UI thread several ms
+        # each, every time a photo opens or a step is applied.
+        while len(self._chip_pool) < len(suggestions):
+            n = len(self._chip_pool)
+            self._chip_pool.append(self._chip("", ""))
+            self.chip_grid.addWidget(self._chip_pool[-1], n // 3, n % 3)
+        self.chips = self._chip_pool[:len(suggestions)]
+        for chip, (label, text, tip) in zip(self.chips, suggestions):
+            self._label_chip(chip, label, text, tip)
+        for n, chip in enumerate(self._chip_pool):
+            chip.setVisible(n < len(suggestions) and not self.is_spire)
             chip.setEnabled(self._photo_open)
         self.suggestions_title.setText(title)
         self.suggestions_title.setVisible(bool(title) and not self.is_spire)
@@ -567,10 +572,16 @@ class ChatPanel(QWidget):
     def _chip(self, label: str, instruction: str, tip: str = "") -> SuggestionButton:
         chip = SuggestionButton(label, instruction)
         chip.setObjectName("chip")
-        chip.setToolTip(tip or f"Send “{instruction}” · Ctrl+click or Shift+click to edit it first")
+        self._label_chip(chip, label, instruction, tip)
         chip.setCursor(Qt.CursorShape.PointingHandCursor)
         chip.chosen.connect(self._chip_chosen)
         return chip
+
+    @staticmethod
+    def _label_chip(chip: SuggestionButton, label: str, instruction: str, tip: str = "") -> None:
+        chip.setText(label)
+        chip.instruction = instruction
+        chip.setToolTip(tip or f"Send “{instruction}” · Ctrl+click or Shift+click to edit it first")
 
     def _chip_chosen(self, instruction: str, edit: bool) -> None:
         if edit:

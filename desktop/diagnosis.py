@@ -7,8 +7,9 @@ second later) and it never queues behind or ahead of a restoration. It says in
 the conversation what it sees, and emits ``suggestionsChanged`` with quick
 buttons for this photo (the chat panel shows them; a clean photo gets the
 generic ones back). After each applied instruction it looks at the result and
-says what still looks wrong; after undo, a strength change or a removed step it
-refreshes the buttons silently. A newer request cancels an older one, and a
+says what still looks wrong that it has not said yet (a problem once per photo,
+unless its degree changes or it comes back after the photo looked fine); after
+undo, a strength change or a removed step it refreshes the buttons silently. A newer request cancels an older one, and a
 diagnosis that arrives for a photo (or a state) no longer shown is dropped.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
@@ -25,7 +26,7 @@ from engine.jobs import CancelToken
 
 from .conversation import Conversation, NoticeKind
 from .document import Document
-from .workers import lower_priority, run_in_pool
+from .workers import run_in_pool
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,16 @@ def suggestions_for(diagnosis) -> list[Suggestion]:
     return out
 
 
-def describe(diagnosis, purpose: Purpose) -> str:
-    """What the Assistant says about a diagnosis ('' when there is nothing to say)."""
+def told_key(problem) -> tuple[str, str]:
+    """What the Assistant tells about a problem: its kind and its degree ('a little noisy', 'noisy (strong)')."""
+    return problem.intent.value, problem.describe()
+
+
+def describe(diagnosis, purpose: Purpose, told: frozenset = frozenset()) -> str:
+    """What the Assistant says about a diagnosis ('' when there is nothing to say).
+
+    ``told``: the :func:`told_key` s it said already about this photo; after a step only the problems
+    it has not said yet are named (the photo being too small does not change with each denoising)."""
     fix = diagnosis.to_fix
     if purpose is Purpose.OPENED:
         if not fix:
@@ -94,8 +103,13 @@ def describe(diagnosis, purpose: Purpose) -> str:
     if purpose is Purpose.AFTER_STEP:
         if not fix:
             return "It looks fine now: nothing more worth fixing."
-        still = diagnosis.suggestion.replace("This photo looks ", "", 1).rstrip(".")
-        return f"It still looks {still} ({'; '.join(p.reason for p in fix)})."
+        new = tuple(p for p in fix if told_key(p) not in told)
+        if not new:
+            return ""
+        kinds = {kind for kind, _ in told}
+        what = replace(diagnosis, problems=new).suggestion.replace("This photo looks ", "", 1).rstrip(".")
+        still = "still" if all(p.intent.value in kinds for p in new) else "now"
+        return f"It {still} looks {what} ({'; '.join(p.reason for p in new)})."
     return ""
 
 
@@ -133,6 +147,8 @@ class PhotoDiagnosis(QObject):
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(1)  # one at a time; a newer request cancels the older one
         self.last = None  # the Diagnosis shown now
+        self._told: set[tuple[str, str]] = set()  # told_key s of what was said about this photo since it looked fine
+        self._told_fine = False  # the last thing said about this photo: it looks fine
         self._generation = 0
         self._token: CancelToken | None = None
         self._settle = QTimer(self)
@@ -147,17 +163,17 @@ class PhotoDiagnosis(QObject):
             return
 
         def work(progress, cancel):
-            lower_priority()
             _load_engine_model()
 
         run_in_pool(work, on_failed=lambda message: log.warning("diagnosis model: %s", message), pool=self.pool,
-                    receiver=self)
+                    receiver=self, background=True)
 
     # --- requests -----------------------------------------------------------------------------
 
     def photo_opened(self) -> None:
         """A photo (or session) was opened: forget the old diagnosis, look at this one."""
         self.last = None
+        self._told, self._told_fine = set(), False
         self._settle.stop()
         self.suggestionsChanged.emit([], LOOKING)  # the generic buttons until this photo's diagnosis arrives
         self.request(Purpose.OPENED)
@@ -196,7 +212,6 @@ class PhotoDiagnosis(QObject):
         diagnose = self.diagnose
 
         def work(progress, cancel):
-            lower_priority()  # a restoration started meanwhile gets the CPU first
             token.raise_if_cancelled()
             rgb = clone.result()
             # the JPEG tables of the file say something only about the photo as it was opened
@@ -213,7 +228,8 @@ class PhotoDiagnosis(QObject):
                 if self.last is None:
                     self.suggestionsChanged.emit([], "")  # not "Looking at the photo…" forever: the generic ones
 
-        run_in_pool(work, on_finished=done, on_failed=failed, pool=self.pool, receiver=self)
+        run_in_pool(work, on_finished=done, on_failed=failed, pool=self.pool, receiver=self,
+                    background=True)  # a restoration started meanwhile gets the CPU first
         return generation
 
     def cancel(self) -> None:
@@ -228,7 +244,7 @@ class PhotoDiagnosis(QObject):
         self.last = diagnosis
         buttons = [s.as_tuple() for s in suggestions_for(diagnosis)]
         self.suggestionsChanged.emit(buttons, diagnosis.suggestion)
-        text = describe(diagnosis, purpose)
+        text = self._what_to_say(diagnosis, purpose)
         if text:
             action = None
             if purpose is Purpose.OPENED and diagnosis.instruction and self.send is not None:
@@ -239,6 +255,22 @@ class PhotoDiagnosis(QObject):
             else:
                 self.conversation.add_notice(text, NoticeKind.ADVICE)
         self.diagnosed.emit(diagnosis, purpose)
+
+    def _what_to_say(self, diagnosis, purpose: Purpose) -> str:
+        """Each problem once per photo: after a step, what is new since it was last said (or since it looked
+        fine), and that it looks fine only when something was wrong before."""
+        if purpose is Purpose.REFRESH:
+            return ""
+        if diagnosis.clean:
+            if purpose is Purpose.AFTER_STEP and self._told_fine:
+                return ""
+            self._told, self._told_fine = set(), True
+            return describe(diagnosis, purpose)
+        text = describe(diagnosis, purpose, frozenset(self._told))
+        if text:
+            self._told |= {told_key(p) for p in diagnosis.to_fix}
+            self._told_fine = False
+        return text
 
     def _sender(self, instruction: str) -> Callable[[], None]:
         session = self.document.session

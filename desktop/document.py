@@ -235,7 +235,7 @@ class Document(QObject):
         return h * w
 
     def _render_in_background(self) -> None:
-        from .workers import lower_priority, run_in_pool
+        from .workers import run_in_pool
 
         if self._rendering:
             self._render_again = True
@@ -246,7 +246,6 @@ class Document(QObject):
         clone._cache.update(session._cache)  # noqa: SLF001 - renders of unchanged earlier steps are reused
 
         def work(progress, cancel):
-            lower_priority()
             return clone._cache, to_qimage(clone.result())  # noqa: SLF001
 
         def done(result) -> None:
@@ -265,7 +264,7 @@ class Document(QObject):
         def failed(_message: str) -> None:
             self._rendering = False
 
-        run_in_pool(work, on_finished=done, on_failed=failed, receiver=self)
+        run_in_pool(work, on_finished=done, on_failed=failed, receiver=self, background=True)
 
     # --- jumping to a state -----------------------------------------------------
 

@@ -43,6 +43,7 @@ from .settings import APP_NAME, Settings
 from .settings_dialog import SettingsDialog
 from .spire_mode import SpireProvider, SpireState
 from .theme import ERROR, MUTED
+from .workers import background_pool
 
 OPEN_FILTER = "Photos (*.jpg *.jpeg *.png *.tif *.tiff *.webp *.bmp *.gif);;Sessions (*.irsession);;All files (*)"
 COMPARE_KEY = Qt.Key.Key_Backslash
@@ -696,6 +697,8 @@ class MainWindow(QMainWindow):
         self.controller.queue.wait_idle(10_000)
         self.controller.queue.pool.waitForDone(10_000)
         self.diagnosis.pool.waitForDone(10_000)
+        self.recovery.enabled = False  # a save in flight is the last one; then the autosave is removed
+        background_pool().waitForDone(10_000)
         self.recovery.stop()
         self.document.stack.blockSignals(True)  # its destructor must not call back into a closing window
         self.document.blockSignals(True)

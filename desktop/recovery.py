@@ -19,7 +19,7 @@ from pathlib import Path
 from PySide6.QtCore import QLockFile, QObject, QTimer
 
 from .document import SESSION_SUFFIX, Document, save_session_file
-from .workers import lower_priority, run_in_pool
+from .workers import run_in_pool
 
 AUTOSAVE_DELAY_MS = 2500
 
@@ -73,6 +73,8 @@ class RecoveryStore(QObject):
 
     def save_now(self) -> None:
         """Snapshot now (UI thread), write on a pool thread; nothing to keep when there are no edits."""
+        if not self.enabled:
+            return
         if not self.document.is_open or not self.document.steps:
             self._remove_autosave()
             return
@@ -88,13 +90,13 @@ class RecoveryStore(QObject):
         path, info = self.path, self.path.with_suffix(".json")
 
         def work(progress, cancel):
-            lower_priority()
             self.folder.mkdir(parents=True, exist_ok=True)
             save_session_file(path, session, picture)
             info.write_text(json.dumps(meta), encoding="utf-8")
             return path
 
-        run_in_pool(work, on_finished=lambda _: self._saved(), on_failed=lambda _: self._saved(), receiver=self)
+        run_in_pool(work, on_finished=lambda _: self._saved(), on_failed=lambda _: self._saved(), receiver=self,
+                    background=True)
 
     def _saved(self) -> None:
         self._saving = False

@@ -11,6 +11,7 @@ raises :class:`NotReady` (the model is still loading) keeps its place until
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import os
@@ -61,13 +62,45 @@ def describe_error(exc: BaseException) -> str:
     return f"Something went wrong ({type(exc).__name__}: {text}). Nothing was changed."
 
 
-def lower_priority() -> None:
-    """Let the calling pool thread yield the CPU to the restoring one (autosave, thumbnails; Linux only)."""
-    if sys.platform.startswith("linux"):
+class Niceness(enum.IntEnum):
+    """How far below the UI thread a pool thread runs (steps of Linux nice above the main thread's).
+
+    The UI thread must get a CPU as soon as it wakes: at the same priority, a worker busy on the CPU
+    makes it wait its turn (tens of ms on a loaded machine), however little the UI has to do.
+    """
+
+    SAME = 0  # model loading, downloads: nothing else runs meanwhile
+    WORK = 2  # what the user waits for (restoring, opening, exporting): yields to the UI, not to the rest
+    BACKGROUND = 7  # what nobody waits for (autosave, diagnosis, background previews): yields to both
+
+
+def set_niceness(level: Niceness) -> None:
+    """Run the calling thread ``level`` steps below the main (UI) thread (Linux; elsewhere nothing).
+
+    A thread's nice can only go up without privileges, so a pool's threads keep the lowest priority a
+    job of theirs asked for: each level has pools of its own (:func:`background_pool`, the queue's).
+    """
+    if level and sys.platform.startswith("linux"):
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)  # a thread id: this thread only
+            base = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the main thread's nice
+            tid = threading.get_native_id()
+            if os.getpriority(os.PRIO_PROCESS, tid) < min(19, base + level):
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, base + level))  # a thread id: this thread only
         except (OSError, AttributeError):
             pass
+
+
+_background: QThreadPool | None = None
+
+
+def background_pool() -> QThreadPool:
+    """The pool of work nobody waits for (autosave, previews rendered in the background), at
+    :attr:`Niceness.BACKGROUND`; windows wait for it when they close."""
+    global _background
+    if _background is None:
+        _background = QThreadPool()
+        _background.setMaxThreadCount(2)
+    return _background
 
 
 class JobSignals(QObject):
@@ -85,8 +118,9 @@ _ids = itertools.count(1)
 class Job(QRunnable):
     """Runs ``work(progress, cancel)`` on a pool thread and reports the outcome through :attr:`signals`."""
 
-    def __init__(self, work: Work, token: CancelToken | None = None) -> None:
+    def __init__(self, work: Work, token: CancelToken | None = None, niceness: Niceness = Niceness.SAME) -> None:
         super().__init__()
+        self.niceness = niceness
         self.setAutoDelete(False)  # Python owns it (the queue keeps it until its signals arrive)
         self.id = next(_ids)
         self.work = work
@@ -96,13 +130,17 @@ class Job(QRunnable):
         self._last = (-1, -1)
 
     def _progress(self, done: int, total: int) -> None:
-        # Coalesce to permille so a tiled run does not flood the UI thread with events.
-        key = (int(1000 * done / max(total, 1)), 1000)
+        # Coalesce to whole percents (on the 0..1000 scale the queue reports): a large photo's hundreds of
+        # strips would otherwise wake the UI thread, and take the interpreter lock, for each one. The first
+        # strip is still reported at once (1 permille), so the bar moves as soon as the work does.
+        permille = 10 * int(100 * done / max(total, 1)) or (1 if done > 0 else 0)
+        key = (permille, 1000)
         if key != self._last:
             self._last = key
             self.signals.progress.emit(self.id, *key)
 
     def run(self) -> None:  # pool thread
+        set_niceness(self.niceness)
         try:
             result = self.work(self._progress, self.token)
         except Cancelled:
@@ -249,7 +287,7 @@ class JobQueue(QObject):
                 continue
             self._pending.popleft()
             self.pendingChanged.emit(len(self._pending))
-            job = Job(work, request.token)
+            job = Job(work, request.token, Niceness.WORK)
             request.job = job
             job.signals.progress.connect(self._on_progress)
             job.signals.finished.connect(self._on_finished)
@@ -307,14 +345,17 @@ class JobQueue(QObject):
 
 
 def run_in_pool(work: Work, *, on_finished=None, on_failed=None, on_cancelled=None, on_progress=None,
-                pool: QThreadPool | None = None, receiver: QObject) -> Job:
+                pool: QThreadPool | None = None, receiver: QObject, background: bool = False) -> Job:
     """Start a one-off job outside the queue (model loading, downloads, autosave).
 
     ``receiver`` is a QObject living on the UI thread that owns the callbacks'
     connection: the callbacks then run on the UI thread, and not after the
-    receiver is gone.
+    receiver is gone. ``background``: work nobody waits for, on :func:`background_pool`
+    (unless ``pool`` is given) at :attr:`Niceness.BACKGROUND`.
     """
-    job = Job(work)
+    job = Job(work, niceness=Niceness.BACKGROUND if background else Niceness.SAME)
+    if background and pool is None:
+        pool = background_pool()
     relay = _Relay(job, on_finished, on_failed, on_cancelled, on_progress, receiver)
     job._relay = relay  # keep the relay alive as long as the job
     (pool or QThreadPool.globalInstance()).start(job)

@@ -170,6 +170,56 @@ def test_click_applies_modifier_click_edits_and_after_each_step_it_says_what_is_
     assert len(notices(window)) == said
 
 
+class SetDiagnose:
+    """Reports whatever problems the test sets, whatever the pixels."""
+
+    def __init__(self, *problems) -> None:
+        self.problems = problems
+
+    def __call__(self, rgb, *, path=None, cancel=None):
+        from engine.diagnose import Diagnosis
+
+        return Diagnosis(tuple(self.problems), rgb.shape[1], rgb.shape[0])
+
+
+def test_a_problem_left_after_each_step_is_said_once_per_photo(qtbot, studio, tmp_path, photo):  # noqa: F811
+    from engine.diagnose import Kind, Problem
+
+    small = Problem(Kind.UPSAMPLING, 0.3, "only 96 x 64 pixels", "increase the resolution", 1.0)
+    grain = Problem(Kind.NOISE, 0.3, "grain of about 9/255", "remove the noise a little", 0.5)
+    diagnose = SetDiagnose(small)
+    window = studio(diagnose=diagnose)
+    path = tmp_path / "small.png"
+    save_image(picture_from_array(photo), path)
+
+    def apply(text):
+        with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=WAIT) as blocker:
+            window.chat.send(text)
+        assert blocker.args[1] is Purpose.AFTER_STEP
+        return [t for t in notices(window) if t.startswith("It ")]
+
+    with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=WAIT):
+        open_photo(qtbot, window, path)
+    assert "a little low in resolution" in notices(window)[-1]
+    assert apply("remove the noise") == []  # said when it opened; no step of these changes it
+    assert apply("brighten it") == []
+    assert labels(window) == ["Upscale 2×"]  # the button stays all the same
+
+    diagnose.problems = (small, grain)  # something new: only that is said
+    assert apply("remove the blur") == ["It now looks a little noisy (grain of about 9/255)."]
+    assert apply("brighten it") == ["It now looks a little noisy (grain of about 9/255)."]
+    assert labels(window) == ["Fix both", "Remove noise a little", "Upscale 2×"]
+
+    diagnose.problems = ()
+    assert apply("remove the noise")[-1] == "It looks fine now: nothing more worth fixing."
+    diagnose.problems = (small,)  # back after it looked fine: said again
+    assert apply("brighten it")[-1] == "It now looks a little low in resolution (only 96 x 64 pixels)."
+
+    open_photo(qtbot, window, noisy_file(tmp_path, photo))  # another photo: told afresh
+    qtbot.waitUntil(lambda: "What I see" in notices(window)[-1], timeout=WAIT)
+    assert "a little low in resolution" in notices(window)[-1]
+
+
 def test_the_fix_button_of_the_notice_applies_the_whole_suggestion(qtbot, studio, tmp_path, photo):  # noqa: F811
     window = studio(diagnose=FakeDiagnose())
     with qtbot.waitSignal(window.diagnosis.diagnosed, timeout=WAIT):
