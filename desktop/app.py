@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+#: How long a thread running Python keeps the interpreter lock from another that wants it (seconds).
+SWITCH_INTERVAL_S = 0.001
 SELF_TEST_INSTRUCTION = "remove the noise"
 
 
@@ -114,6 +116,9 @@ def _application():
     from .settings import APP_NAME, ORG_NAME
     from .theme import apply_theme
 
+    # A worker running Python hands the interpreter lock over after this long when the UI thread asks for
+    # it (default 5 ms); the UI thread asks again after nearly every Qt call it makes while a worker runs.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     app = QApplication.instance()
     if app is None:
         app = QApplication(sys.argv[:1])

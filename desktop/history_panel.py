@@ -108,11 +108,13 @@ class StepRow(QFrame):
         if step.stale:
             detail += " · preview"
         self.detail.setText(detail)
-        self.setObjectName("stepRowStale" if step.stale else "stepRow")
-        self.setToolTip("Previewed from the step's earlier correction; press Recompute for the exact result"
-                        if step.stale else "")
-        self.style().unpolish(self)
-        self.style().polish(self)
+        name = "stepRowStale" if step.stale else "stepRow"
+        if self.objectName() != name:  # re-styling costs the UI thread ms a row: only when the look changes
+            self.setObjectName(name)
+            self.setToolTip("Previewed from the step's earlier correction; press Recompute for the exact result"
+                            if step.stale else "")
+            self.style().unpolish(self)
+            self.style().polish(self)
         if not self.slider.isSliderDown():
             self.slider.blockSignals(True)
             self.slider.setValue(round(step.strength * 100))
@@ -186,22 +188,22 @@ class HistoryPanel(QWidget):
         ``sizes``: (width, height) after each step (shown where a step changes the size).
         """
         sizes = sizes or [None] * len(steps)
-        same = len(steps) == len(self.rows) and all(
-            r.step.instruction == s.instruction and r.step.delta is s.delta for r, s in zip(self.rows, steps))
-        if same:
-            for i, (row, step) in enumerate(zip(self.rows, steps)):
-                row.update_step(i, step, sizes[i])
-        else:
-            for row in self.rows:
-                self.list_layout.removeWidget(row)
-                row.deleteLater()
-            self.rows = []
-            for i, step in enumerate(steps):
-                row = StepRow(i, step, sizes[i])
-                row.strengthChanged.connect(self.strengthChanged)
-                row.removeRequested.connect(self.removeRequested)
-                self.list_layout.insertWidget(self.list_layout.count() - 1, row)
-                self.rows.append(row)
+        keep = 0  # rows of the same steps are updated in place; only the rest are built (a new step: one row)
+        while keep < min(len(steps), len(self.rows)) and self.rows[keep].step.instruction == steps[keep].instruction \
+                and self.rows[keep].step.delta is steps[keep].delta:
+            keep += 1
+        for row in self.rows[keep:]:
+            self.list_layout.removeWidget(row)
+            row.deleteLater()
+        self.rows = self.rows[:keep]
+        for i, (row, step) in enumerate(zip(self.rows, steps)):
+            row.update_step(i, step, sizes[i])
+        for i in range(keep, len(steps)):
+            row = StepRow(i, steps[i], sizes[i])
+            row.strengthChanged.connect(self.strengthChanged)
+            row.removeRequested.connect(self.removeRequested)
+            self.list_layout.insertWidget(self.list_layout.count() - 1, row)
+            self.rows.append(row)
         self.empty.setVisible(not steps)
         self.stale_bar.setVisible(any(s.stale for s in steps))
 
