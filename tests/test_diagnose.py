@@ -64,6 +64,57 @@ def test_blockiness_grows_with_compression(photo):
     assert measures.blockiness(g)[0] < 1.1 < measures.blockiness(q10)[0]
 
 
+def test_mirror_coherence_tells_an_enlargement_from_a_blur(photo):
+    """An enlargement mirrors the spectrum about 0.5 / factor with one phase; a blur of any shape does not."""
+    rng = np.random.default_rng(0)
+
+    def coherence(img):
+        return measures.mirror_coherence(measures.windowed_spectrum(measures.luma(img)[100:292, 150:342]))
+
+    x2, x4 = coherence(D.downscale(photo, rng, factor=2).image), coherence(D.downscale(photo, rng, factor=4).image)
+    assert x2[0] > 0.5 and x4[1] > 0.5
+    for soft in (photo, D.gaussian_blur(photo, rng, sigma=1.5).image, D.defocus_blur(photo, rng, radius=2).image):
+        assert max(coherence(soft)) < 0.25
+
+
+def test_severity_floors_are_fitted_per_kind():
+    """Clean crops often read as rain keep rain's floor low without holding the other kinds down."""
+    from engine.diagnose.model import CLASSES
+    from engine.diagnose.train import calibrate_severity
+
+    rows, labels = [], []
+    for c in range(len(CLASSES)):
+        for i in range(40):
+            p = np.full(len(CLASSES), 0.4 / (len(CLASSES) - 1))
+            k = CLASSES.index("rain") if CLASSES[c] == "clean" and i % 3 == 0 else c
+            p[k] = 0.6
+            rows.append(p / p.sum())
+            labels.append(c)
+    proba, y = np.array(rows), np.array(labels)
+    temperature, floors = calibrate_severity(proba, np.full(len(y), 0.1), y, fitted_t=1.0)
+    # a sure, faint case (P 0.6, strength 0.1) reaches 0.3 from a floor of 0.45
+    assert temperature == 1.0 and floors["rain"] < 0.45
+    assert all(f >= 0.45 for kind, f in floors.items() if kind != "rain")
+    assert set(floors) == set(CLASSES) - {"clean"}
+
+
+def test_faintness_is_judged_per_degradation():
+    """Light rain does a fraction of heavy rain's damage: only the faintest of each variant is labelled clean."""
+    from engine.diagnose.model import CLASSES
+    from engine.diagnose.train import faint_samples, variant
+
+    light = variant("rain", {"kind": "layers", "heavy": False})
+    heavy = variant("rain", {"kind": "layers", "heavy": True})
+    assert light != heavy and variant("blur", {"kind": "gaussian", "mixed": "blur+noise"}) != variant(
+        "blur", {"kind": "gaussian"})
+    damage = np.concatenate([np.linspace(0.001, 0.05, 50), np.linspace(0.01, 0.5, 50)])
+    variants = np.array([light] * 50 + [heavy] * 50)
+    y = np.full(100, CLASSES.index("rain"))
+    faint = faint_samples(y, damage, variants)
+    assert 0 < faint[:50].sum() <= 10 and 0 < faint[50:].sum() <= 10  # the faintest tenth of each, not half of light
+    assert not faint_samples(np.full(100, CLASSES.index("clean")), damage, variants).any()
+
+
 def test_crops_are_full_resolution_and_aligned_and_the_copy_small():
     boxes = features.crop_boxes(3000, 4000)
     assert len(boxes) == 6
@@ -78,6 +129,7 @@ def test_bundled_model_matches_the_features():
     model = DiagnoseModel.load()
     assert model.features == features.FEATURE_NAMES
     assert model.card["training"]["held_out_accuracy"] > 0.8
+    assert set(model.severity_floors) == {k for k in Kind if k is not Kind.CLEAN}  # a floor fitted per kind
 
 
 CASES = {

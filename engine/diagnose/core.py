@@ -284,7 +284,8 @@ def from_analysis(analysis: features.Analysis, model: DiagnoseModel, source: Pat
     classical = classical_severities(values, w, h, quality)
     problems = []
     for kind in INTENTS:
-        learned = probabilities[kind] * (model.severity_floor + (1.0 - model.severity_floor) * strength)
+        floor = model.floor(kind)
+        learned = probabilities[kind] * (floor + (1.0 - floor) * strength)
         severity = max(learned, classical.get(kind, 0.0))
         if severity < REPORT_FLOOR:
             continue

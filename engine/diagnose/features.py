@@ -34,6 +34,7 @@ _CROP_KEYS = (
     + [f"band{i}" for i in range(len(measures.BANDS) - 1)]
     + ["dir_h", "dir_v", "dir_d", "grad_p50", "grad_p99", "lap_kurtosis", "lap_std", "crete",
        "tophat", "coherence", "streak_across", "streak_bright", "periodicity"]
+    + [f"mirror{f}" for f in measures.MIRROR_FACTORS]
 )
 _CROP_MIN = ("noise_mad", "noise_flat", "chroma_noise")
 _CROP_MAX = ("band4", "band5", "band6", "band7", "band8", "band9", "band10", "grad_p99", "crete", "block_aligned",
@@ -101,7 +102,8 @@ def _crop_values(rgb: Array) -> dict[str, float]:
     mad, flat = measures.noise_sigma(rgb[..., 1])
     chroma = measures.noise_sigma((rgb[..., 0] - rgb[..., 2]) * 0.5)[1]
     aligned, best = measures.blockiness(g)
-    bands, directional = measures.spectrum_bands(g)
+    coefficients = measures.windowed_spectrum(g)
+    bands, directional = measures.spectrum_bands(g, coefficients)
     grads = measures.gradients(g)
     st = measures.streaks(g)
     out = {"noise_mad": math.log1p(mad), "noise_flat": math.log1p(flat), "chroma_noise": math.log1p(chroma),
@@ -113,6 +115,7 @@ def _crop_values(rgb: Array) -> dict[str, float]:
     out |= {"tophat": st["tophat"], "coherence": st["coherence"], "streak_across": st["across"],
             "streak_bright": st["bright"],
             "periodicity": measures.upsampling_periodicity(g)}
+    out |= {f"mirror{f}": c for f, c in zip(measures.MIRROR_FACTORS, measures.mirror_coherence(coefficients))}
     return out
 
 

@@ -205,18 +205,27 @@ def _grid(n: int) -> tuple[Array, Array, Array]:
     return _GRIDS[n]
 
 
-def spectrum_bands(gray: Array) -> tuple[Array, Array]:
+def windowed_spectrum(gray: Array) -> Array:
+    """The real FFT of the largest square of ``gray`` under a Hann window (what ``spectrum_bands`` and
+    ``mirror_coherence`` read; computed once per crop)."""
+    n = min(gray.shape)
+    g = gray[:n, :n].astype(np.float32, copy=False)
+    win = _grid(n)[2]
+    return np.fft.rfft2((g - g.mean()) * win)
+
+
+def spectrum_bands(gray: Array, coefficients: Array | None = None) -> tuple[Array, Array]:
     """Log10 power of a square crop in the radial bands ``BANDS``, and of the high bands by direction.
 
     Returns ``(bands, directional)``: ``bands[i]`` is the mean power between ``BANDS[i]`` and
     ``BANDS[i + 1]`` relative to the first band (so contrast cancels); ``directional`` is the
     power above 0.1 cycles/pixel in frequencies near horizontal (vertical structures, such as
-    rain), near vertical and diagonal, relative to their mean.
+    rain), near vertical and diagonal, relative to their mean. ``coefficients``: the crop's
+    ``windowed_spectrum`` when already computed.
     """
-    n = min(gray.shape)
-    g = gray[:n, :n].astype(np.float32, copy=False)
-    r, ang, win = _grid(n)
-    spec = np.abs(np.fft.rfft2((g - g.mean()) * win)) ** 2
+    coef = windowed_spectrum(gray) if coefficients is None else coefficients
+    r, ang, _ = _grid(coef.shape[0])
+    spec = np.abs(coef) ** 2
     out = []
     for lo, hi in zip(BANDS[:-1], BANDS[1:]):
         m = (r >= lo) & (r < hi)
@@ -227,6 +236,53 @@ def spectrum_bands(gray: Array) -> tuple[Array, Array]:
     d = np.array([float(spec[high & s].mean()) for s in sectors])
     directional = np.log10(np.maximum(d, 1e-12) / max(float(d.mean()), 1e-12))
     return (bands - bands[0]).astype(np.float32), directional.astype(np.float32)
+
+
+#: Enlargement factors whose spectral mirror ``mirror_coherence`` tests.
+MIRROR_FACTORS = (2, 4)
+_MIRRORS: dict[tuple[int, int], tuple[Array, ...]] = {}
+
+
+def _mirror_pairs(n: int, factor: int) -> tuple[Array, ...]:
+    """Index pairs of the rfft of an n x n crop mirrored about ``0.5 / factor`` cycles/pixel, along x and y."""
+    key = (n, factor)
+    if key not in _MIRRORS:
+        k = int(round(n / factor))  # partners' bins add up to k: they mirror about k / 2
+        f = np.fft.fftfreq(n)
+        ky = np.arange(n)[:, None]
+        kx = np.arange(n // 2 + 1)[None, :]
+        fy, fx = np.abs(f)[:, None], np.fft.rfftfreq(n)[None, :]
+        lo, hi = 0.24 / factor, 0.76 / factor  # a band around the mirror, so both partners carry detail
+        # along x: (ky, kx) pairs with (-ky, k - kx), each pair once (kx below the mirror)
+        sel_x = (fx >= lo) & (fx <= hi) & (fy <= 0.25) & (2 * kx <= k)
+        ax, bx = np.nonzero(sel_x)
+        # along y: (ky, kx) pairs with (k - ky, -kx), stored as the conjugate of (ky - k, kx)
+        sel_y = (np.abs(f)[:, None] >= lo) & (np.abs(f)[:, None] <= hi) & (f[:, None] > 0) & (fx <= 0.25)
+        ay, by = np.nonzero(sel_y & (2 * ky <= k))
+        _MIRRORS[key] = (ax, bx, (-ax) % n, k - bx, ay, by, (ay - k) % n, by)
+    return _MIRRORS[key]
+
+
+def mirror_coherence(coefficients: Array) -> tuple[float, ...]:
+    """Evidence of an earlier enlargement by each of ``MIRROR_FACTORS``, from the crop's ``windowed_spectrum``.
+
+    Enlarging by ``f`` (any symmetric interpolation kernel, centre-aligned) makes the spectrum above
+    ``0.5 / f`` cycles/pixel a mirror image of the one below it, phase included: the product of each
+    coefficient with its mirror partner has the same phase everywhere. Returns, per factor, the length of
+    the mean unit phasor of those products: about 0.05 for a photo or a blurred one (a zero-phase blur
+    keeps phases, a disk's sidelobes flip them at random), 0.7-0.95 for an enlarged one.
+    """
+    n = coefficients.shape[0]
+    out = []
+    for factor in MIRROR_FACTORS:
+        ax, bx, px, qx, ay, by, py, qy = _mirror_pairs(n, factor)
+        # along x and along y apart: a shift of the crop turns each one's common phase by its own amount
+        along = []
+        for prod in (coefficients[ax, bx] * coefficients[px, qx], coefficients[ay, by] * np.conj(coefficients[py, qy])):
+            if prod.size:
+                along.append(float(np.abs((prod / np.maximum(np.abs(prod), 1e-20)).mean())))
+        out.append(float(np.mean(along)) if along else 0.0)
+    return tuple(out)
 
 
 def gradients(gray: Array) -> dict[str, float]:

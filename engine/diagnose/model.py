@@ -10,7 +10,7 @@ loaded model is immutable, so one instance serves any number of threads.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -93,6 +93,8 @@ class DiagnoseModel:
     temperature: float = 1.0
     #: Learned severity = P(kind) x (floor + (1 - floor) x strength); fitted on held-out photos.
     severity_floor: float = 0.35
+    #: The floor of each kind where it has its own (fitted per kind on held-out photos), else ``severity_floor``.
+    severity_floors: dict[Kind, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, folder: str | Path | None = None) -> DiagnoseModel:
@@ -108,7 +110,12 @@ class DiagnoseModel:
                    np.asarray(data["std"], np.float32), _MLP.from_json(data["classifier"]),
                    _MLP.from_json(data["strength"]), {k: v for k, v in data.items()
                                                         if k in ("training", "damage_scale", "version")},
-                   float(data.get("temperature", 1.0)), float(data.get("severity_floor", 0.35)))
+                   float(data.get("temperature", 1.0)), float(data.get("severity_floor", 0.35)),
+                   {Kind(k): float(v) for k, v in data.get("severity_floors", {}).items()})
+
+    def floor(self, kind: Kind) -> float:
+        """The severity floor of ``kind``: how much a sure, faint case of it counts."""
+        return self.severity_floors.get(kind, self.severity_floor)
 
     def predict(self, vector: np.ndarray) -> tuple[dict[Kind, float], float]:
         """Class probabilities and the predicted strength (0..1) of whatever damage there is."""
