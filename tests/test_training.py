@@ -175,3 +175,29 @@ def test_photo_licences_come_from_the_last_matching_copyright_stanza():
         ("CC-BY-SA-3.0", "2008, Charles Barbin")
     assert photos.licence_of("usr/share/backgrounds/mate/desktop/Stripes.png", stanzas)[0] == "GPL-2+"
     assert photos.licence_of("x.png", [])[0] == "unknown"
+
+
+def test_a_soup_lies_between_its_two_models_and_is_recorded(tmp_path, bf16_config):
+    """Weight averaging of two exports: 0.5 is the mean, the card records it, a weight outside [0, 1] is refused."""
+    import torch
+
+    from engine.model.registry import load_folder, save_folder
+    from engine.training import soup
+
+    out = tmp_path / "run"
+    train.main(["--config", str(bf16_config), "--out", str(out), "--steps", "2"])
+    a, b = tmp_path / "a", tmp_path / "b"
+    export.main([str(out / "last.pt"), str(a)])
+    export.main([str(out / "last.pt"), str(b)])
+    older, newer = load_folder(a), load_folder(b)
+    newer.image_state = {k: v + 1.0 for k, v in newer.image_state.items()}
+    save_folder(newer, b)
+    mid = soup.soup(a, b, tmp_path / "mid", 0.5)
+    got = load_folder(mid)
+    for k, v in older.image_state.items():
+        torch.testing.assert_close(got.image_state[k].float(), v.float() + 0.5, atol=1e-3, rtol=1e-3)
+    card = json.loads((mid / "model_card.json").read_text())
+    assert card["training"]["soup"]["weight_of_newer"] == 0.5
+    assert "averaged with the release" in (mid / "README.md").read_text()
+    with pytest.raises(ValueError, match="within"):
+        soup.soup(a, b, tmp_path / "bad", 1.5)

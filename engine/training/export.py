@@ -124,12 +124,19 @@ def render_card(folder: Path) -> Path:
         f"- Loss: L1 on images + {tc.get('ce_weight', '?')} x cross-entropy on intents (label smoothing "
         f"{tc.get('label_smoothing', 0)}); the sentence encoder frozen.",
         *[_stage_line(i, st) for i, st in enumerate(stages)],
+        *([f"- Then the weights of the last stage averaged with the release it started from "
+           f"({tr['soup']['older']}), {1 - tr['soup']['weight_of_newer']:.0%} / {tr['soup']['weight_of_newer']:.0%} "
+           "(`python -m engine.training.soup`), and the intent layer re-fitted: the stage alone gained on the new "
+           "degradations but lost up to 1 dB on old ones; the average keeps most of both."] if tr.get("soup") else []),
         f"- In all: {tr.get('steps', '?')} steps, {tr.get('train_seconds', 0) / 3600:.1f} h on 2 CPU cores "
         "(shared with other work).",
         "- Commands, one per stage (each resumable from `<out>/last.pt`, exported with "
         "`python -m engine.training.export <out>/last.pt <folder> --half`, plus `--continues <previous export>` "
         "after the first): "
-        + "; then ".join(_stage_command(i, st) for i, st in enumerate(stages)) + ".",
+        + "; then ".join(_stage_command(i, st) for i, st in enumerate(stages))
+        + (f"; then `python -m engine.training.soup <stage-{len(stages) - 1} export> <stage-{len(stages)} export> "
+           f"<folder> --weight {tr['soup']['weight_of_newer']:g}` and `python -m engine.training.intent <folder> "
+           "--write --epochs 600`" if tr.get("soup") else "") + ".",
         "",
     ]
     quality = folder / "quality.md"
