@@ -146,6 +146,25 @@ class Probe:
         return float(gaps[worst]), float(np.percentile(gaps, 99)), float(self.waits[worst])
 
 
+def on_engine_thread(fn):
+    """``fn()`` on the app's one engine thread, waited for; its result (or its exception, raised here)."""
+    from desktop.workers import engine_pool
+
+    out: dict = {}
+
+    def job() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            out["error"] = exc
+
+    engine_pool().start(job)
+    engine_pool().waitForDone()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ["QT_QPA_PLATFORM"] = args.platform
@@ -168,18 +187,19 @@ def main(argv=None) -> int:
     from engine.model.registry import DEFAULT_MODEL
 
     app = _application()
-    restorer = Restorer.from_pretrained(args.model or DEFAULT_MODEL, device="cpu")
+    restorer = on_engine_thread(lambda: Restorer.from_pretrained(args.model or DEFAULT_MODEL, device="cpu"))
     sizes = {"small": size_of(args.small), "large": size_of(args.large)}
     photos = {name: make_photo(Path(args.photo), size) for name, size in sizes.items()}
     say(f"model {restorer.name}, {torch.get_num_threads()} torch thread(s), photos "
         + ", ".join(f"{n} {w}x{h}" for n, (w, h) in sizes.items()))
 
     # 1. The engine alone (a warm-up run first: the text encoder, the allocator).
-    EditSession(photos["small"][:256, :256]).apply(args.instruction, restorer)
+    #    On the app's engine thread, where the app runs it too (see desktop.workers.engine_pool).
+    on_engine_thread(lambda: EditSession(photos["small"][:256, :256]).apply(args.instruction, restorer))
     engine_s = {}
     for name, rgb in photos.items():
         start = time.perf_counter()
-        EditSession(rgb).apply(args.instruction, restorer)
+        on_engine_thread(lambda rgb=rgb: EditSession(rgb).apply(args.instruction, restorer))
         engine_s[name] = time.perf_counter() - start
         say(f"engine  {name:5s}: {engine_s[name]:.2f} s")
 

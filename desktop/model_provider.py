@@ -13,7 +13,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from .settings import MODEL_BUNDLED, MODEL_FOLDER, MODEL_OFFICIAL, Settings
-from .workers import run_in_pool
+from .workers import engine_pool, run_in_pool
 
 
 class ProviderState(str, enum.Enum):
@@ -59,7 +59,7 @@ class ModelProvider(QObject):
         self.model_override = model
         self.device_override = device
         self.loader = loader or load_restorer
-        self.pool = pool
+        self.pool = pool or engine_pool()  # the thread the queue's jobs run on (see engine_pool)
         self.state = ProviderState.IDLE
         self.restorer = None
         self.error = ""

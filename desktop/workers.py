@@ -90,6 +90,26 @@ def set_niceness(level: Niceness) -> None:
             pass
 
 
+_engine: QThreadPool | None = None
+
+
+def engine_pool() -> QThreadPool:
+    """The one thread every engine call runs on: loading the model and each queued job.
+
+    OpenMP keeps a team of threads for each thread that calls it. With a second team alive (a model
+    loaded on one pool thread, restores run on another) libgomp counts more threads than CPUs and makes
+    its workers sleep between parallel regions instead of spinning: on 2 cores with 2 torch threads a
+    restore took 1.5x as long on a second thread as on the first (measured). One thread that never
+    expires keeps one team.
+    """
+    global _engine
+    if _engine is None:
+        _engine = QThreadPool()
+        _engine.setMaxThreadCount(1)
+        _engine.setExpiryTimeout(-1)
+    return _engine
+
+
 _background: QThreadPool | None = None
 
 
@@ -195,10 +215,7 @@ class JobQueue(QObject):
 
     def __init__(self, pool: QThreadPool | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        if pool is None:
-            pool = QThreadPool(self)
-            pool.setMaxThreadCount(1)
-        self.pool = pool
+        self.pool = pool or engine_pool()
         self._pending: deque[Request] = deque()
         self._current: Request | None = None
         self._busy = False
