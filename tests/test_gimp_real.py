@@ -225,9 +225,9 @@ def gimp_run(tmp_path_factory, request):
     stop = threading.Event()
     flood = threading.Thread(target=_hold_idle_connections, args=(state, stop), daemon=True)
     flood.start()  # load: idle, unauthenticated connections held open for the whole GIMP session
-    host_job: list = []
+    host_job: list = []  # 2560x2560 (6.5 MP): still running when GIMP's job arrives 3 s later, on a quiet machine too
     queuer = threading.Thread(target=_queue_a_job_before, args=(work / "trace.jsonl", "queued", state,
-                                                                 np.tile(noisy, (4, 4, 1)), host_job), daemon=True)
+                                                                 np.tile(noisy, (16, 16, 1)), host_job), daemon=True)
     queuer.start()
     t = time.monotonic()
     try:
