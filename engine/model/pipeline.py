@@ -251,9 +251,8 @@ class Restorer:
             return temper(image, np.ascontiguousarray(y), share) if gentle else y
 
         def rows_out(y0: int, y1: int, rows: torch.Tensor) -> None:
-            band = np.ascontiguousarray(rows[0].permute(1, 2, 0).numpy())
+            band = rows[0].permute(1, 2, 0).numpy()  # a view: no copy of a whole-image result
             sink(y0, y1, temper(image[y0:y1], band, share) if gentle else band)
 
         self.restore_tensor(x, emb, progress=progress, cancel=cancel, sink=rows_out)
         return None
-

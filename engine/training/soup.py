@@ -13,11 +13,9 @@ re-fit it afterwards (``python -m engine.training.intent <folder> --write``).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from engine.io.atomic import write_text
 from engine.model.registry import load_folder, save_folder
 from engine.training.export import render_card
 
@@ -36,15 +34,11 @@ def soup(older: Path, newer: Path, out: Path, weight: float) -> Path:
         return {k: (sa[k].float() * (1 - weight) + sb[k].float() * weight).to(sb[k].dtype) for k in sb}
 
     b.image_state, b.head_state = mix(a.image_state, b.image_state), mix(a.head_state, b.head_state)
-    card_b = json.loads((newer / "model_card.json").read_text())
-    card_a = json.loads((older / "model_card.json").read_text())
-    half = card_b.get("weights_dtype") == "float16"
-    save_folder(b, out, half=half)
-    card_b.setdefault("training", {})["soup"] = {
-        "older": card_a.get("exported", str(older)), "weight_of_newer": weight,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    card_b["exported"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    write_text(out / "model_card.json", json.dumps(card_b, indent=2) + "\n", mode=0o644)
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    b.card.setdefault("training", {})["soup"] = {"older": a.card.get("exported", str(older)),
+                                                 "weight_of_newer": weight, "date": now}
+    b.card["exported"] = now
+    save_folder(b, out, half=b.card.get("weights_dtype") == "float16")  # weights and card, each written once
     render_card(out)
     return out
 
