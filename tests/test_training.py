@@ -177,8 +177,8 @@ def test_photo_licences_come_from_the_last_matching_copyright_stanza():
     assert photos.licence_of("x.png", [])[0] == "unknown"
 
 
-def test_a_soup_lies_between_its_two_models_and_is_recorded(tmp_path, bf16_config):
-    """Weight averaging of two exports: 0.5 is the mean, the card records it, a weight outside [0, 1] is refused."""
+def test_a_soup_lies_between_its_models_and_is_recorded_in_its_stage(tmp_path, bf16_config):
+    """Weight averaging: base x (1 - w) + mean(stages) x w; the stage records it, a later stage keeps it."""
     import torch
 
     from engine.model.registry import load_folder, save_folder
@@ -186,18 +186,25 @@ def test_a_soup_lies_between_its_two_models_and_is_recorded(tmp_path, bf16_confi
 
     out = tmp_path / "run"
     train.main(["--config", str(bf16_config), "--out", str(out), "--steps", "2"])
-    a, b = tmp_path / "a", tmp_path / "b"
-    export.main([str(out / "last.pt"), str(a)])
-    export.main([str(out / "last.pt"), str(b)])
-    older, newer = load_folder(a), load_folder(b)
-    newer.image_state = {k: v + 1.0 for k, v in newer.image_state.items()}
-    save_folder(newer, b)
-    mid = soup.soup(a, b, tmp_path / "mid", 0.5)
-    got = load_folder(mid)
-    for k, v in older.image_state.items():
-        torch.testing.assert_close(got.image_state[k].float(), v.float() + 0.5, atol=1e-3, rtol=1e-3)
-    card = json.loads((mid / "model_card.json").read_text())
-    assert card["training"]["soup"]["weight_of_newer"] == 0.5
-    assert "averaged with the release" in (mid / "README.md").read_text()
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder in (a, b, c):
+        export.main([str(out / "last.pt"), str(folder)])
+    older = load_folder(a)
+    for folder, shift in ((b, 1.0), (c, 3.0)):
+        run = load_folder(folder)
+        run.image_state = {k: v + shift for k, v in run.image_state.items()}
+        save_folder(run, folder)
+    mid = soup.soup(a, [b], tmp_path / "mid", 0.5)
+    both = soup.soup(a, [b, c], tmp_path / "both", 0.5)  # the stages' mean is +2: half of it +1
+    for folder, want in ((mid, 0.5), (both, 1.0)):
+        got = load_folder(folder)
+        for k, v in older.image_state.items():
+            torch.testing.assert_close(got.image_state[k].float(), v.float() + want, atol=2e-3, rtol=1e-3)
+    record = json.loads((both / "model_card.json").read_text())["training"]
+    assert record["soup"]["weight"] == 0.5 and len(record["soup"]["parallel"]) == 1
+    assert "and a parallel run" in (both / "README.md").read_text()
+    # a stage trained from the soup keeps the soup in the stage it concluded
+    chained = export.chain_stages(record, {"steps": 3, "train_config": {}, "data": {}})
+    assert chained["stages"][0]["soup"]["weight"] == 0.5 and "soup" not in chained["stages"][1]
     with pytest.raises(ValueError, match="within"):
-        soup.soup(a, b, tmp_path / "bad", 1.5)
+        soup.soup(a, [b], tmp_path / "bad", 1.5)

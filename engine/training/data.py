@@ -126,8 +126,9 @@ class PatchSampler:
         if self.rng.random() < self.identity_fraction:
             task = "unrelated"
             source = clean
-            if self.rng.random() < 0.5:
-                source = degrade(clean, TASKS[int(self.rng.integers(len(TASKS)))], self.rng).image
+            if self.rng.random() < 0.5:  # an already damaged photo, damaged as the config's mixture says
+                other = TASKS[int(self.rng.integers(len(TASKS)))]
+                source = degrade(clean, other, self.rng, self.degradation_weights.get(other)).image
             return source[m : m + p, m : m + p], source[m : m + p, m : m + p], task
         task = TASKS[int(self.rng.choice(len(TASKS), p=self.task_p))]
         deg = degrade(clean, task, self.rng, self.degradation_weights.get(task)).image

@@ -53,8 +53,16 @@ def fp16_loss_db(full: ModelBundle, half_folder: Path) -> float:
 
 
 def _stages(training: dict) -> list[dict]:
-    """Training stages, oldest first (a card written before stages existed holds one)."""
-    return training.get("stages") or ([training] if training else [])
+    """Training stages, oldest first (a card written before stages existed holds one).
+
+    A stage that ended in a weight average holds it as ``soup``; cards of
+    2026-12-02 kept the one average at the top of the record, and it belongs
+    to their last stage.
+    """
+    stages = [dict(s) for s in training.get("stages") or ([training] if training else [])]
+    if stages and "soup" in training and "stages" in training:
+        stages[-1].setdefault("soup", training["soup"])
+    return stages
 
 
 def chain_stages(previous: dict, stage: dict) -> dict:
@@ -72,15 +80,45 @@ def _stage_line(i: int, stage: dict) -> str:
     start = "from scratch" if i == 0 else "from the previous stage"
     precision = "bf16 autocast" if tc.get("autocast") == "bf16" else "fp32"
     config = f" Config: `{stage['config_file']}`." if stage.get("config_file") else ""
-    return (f"- Stage {i + 1}: {stage.get('steps', '?')} steps x batch {tc.get('batch_size', '?')} {start}, "
+    line = (f"- Stage {i + 1}: {stage.get('steps', '?')} steps x batch {tc.get('batch_size', '?')} {start}, "
             f"{stage.get('train_seconds', 0) / 3600:.1f} h; AdamW lr {tc.get('lr', '?')} with warm-up and cosine "
             f"decay; {tasks}; {precision}.{config}")
+    if soup := stage.get("soup"):
+        w = _soup_weight(soup)
+        parallel = soup.get("parallel") or []
+        runs = "".join(f" and a parallel run ({p.get('steps', '?')} steps, `{p.get('config_file')}`, seed "
+                       f"{p.get('seed')})" for p in parallel)
+        line += (f" Then this stage{runs} averaged with the release it started from ({_soup_base(soup)}), "
+                 f"{1 - w:.0%} release / {w:.0%} stage{' mean' if parallel else ''} (`python -m "
+                 "engine.training.soup`), and the intent layer re-fitted: a stage alone gains on what it "
+                 "stresses and forgets some of the rest; the average keeps most of both.")
+    return line
 
 
-def _stage_command(i: int, stage: dict) -> str:
+def _soup_weight(soup: dict) -> float:
+    return float(soup.get("weight", soup.get("weight_of_newer", 0.5)))
+
+
+def _soup_base(soup: dict) -> str:
+    return str(soup.get("base", soup.get("older", "?")))
+
+
+def _stage_command(i: int, stage: dict, stages: list[dict]) -> str:
+    """The commands of stage ``i``: its training run from the previous stage's release, and its soup if any."""
+    def release(n: int) -> str:  # what stage n (1-based) handed on
+        return f"<stage-{n} soup>" if stages[n - 1].get("soup") else f"<stage-{n} export>"
+
     config = stage.get("config_file", "<config>")
-    init = f" --init <stage-{i} export>" if i else ""
-    return f"`python -m engine.training.train --config {config} --out runs/stage-{i + 1}{init}`"
+    init = f" --init {release(i)}" if i else ""
+    command = f"`python -m engine.training.train --config {config} --out runs/stage-{i + 1}{init}`"
+    if soup := stage.get("soup"):
+        runs = len(soup.get("parallel") or [])
+        parallel = "".join(f" <stage-{i + 1}{chr(ord('b') + n)} export>" for n in range(runs))
+        base = release(i) if i else "<previous release>"
+        command += (f", then `python -m engine.training.soup {base} <stage-{i + 1} export>{parallel} "
+                    f"<stage-{i + 1} soup> --weight {_soup_weight(soup):g}` and `python -m engine.training.intent "
+                    f"<stage-{i + 1} soup> --write --epochs 600`")
+    return command
 
 
 def render_card(folder: Path) -> Path:
@@ -124,19 +162,12 @@ def render_card(folder: Path) -> Path:
         f"- Loss: L1 on images + {tc.get('ce_weight', '?')} x cross-entropy on intents (label smoothing "
         f"{tc.get('label_smoothing', 0)}); the sentence encoder frozen.",
         *[_stage_line(i, st) for i, st in enumerate(stages)],
-        *([f"- Then the weights of the last stage averaged with the release it started from "
-           f"({tr['soup']['older']}), {1 - tr['soup']['weight_of_newer']:.0%} / {tr['soup']['weight_of_newer']:.0%} "
-           "(`python -m engine.training.soup`), and the intent layer re-fitted: the stage alone gained on the new "
-           "degradations but lost up to 1 dB on old ones; the average keeps most of both."] if tr.get("soup") else []),
         f"- In all: {tr.get('steps', '?')} steps, {tr.get('train_seconds', 0) / 3600:.1f} h on 2 CPU cores "
         "(shared with other work).",
         "- Commands, one per stage (each resumable from `<out>/last.pt`, exported with "
         "`python -m engine.training.export <out>/last.pt <folder> --half`, plus `--continues <previous export>` "
         "after the first): "
-        + "; then ".join(_stage_command(i, st) for i, st in enumerate(stages))
-        + (f"; then `python -m engine.training.soup <stage-{len(stages) - 1} export> <stage-{len(stages)} export> "
-           f"<folder> --weight {tr['soup']['weight_of_newer']:g}` and `python -m engine.training.intent <folder> "
-           "--write --epochs 600`" if tr.get("soup") else "") + ".",
+        + "; then ".join(_stage_command(i, st, stages) for i, st in enumerate(stages)) + ".",
         "",
     ]
     quality = folder / "quality.md"
