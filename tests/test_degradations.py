@@ -285,3 +285,26 @@ def test_degradation_weights_replace_the_default_draw(clean):
         D.check_degradation_weights({"noise": {"camera_nose": 1.0}})
     with pytest.raises(ValueError, match="unknown task"):
         D.check_degradation_weights({"sepia": {}})
+
+
+def test_unrelated_patches_are_damaged_by_the_configs_mixture(clean, monkeypatch):
+    """The identity ("unrelated") path draws its already-damaged sources with the stage's degradation weights."""
+    from engine.training import data
+
+    seen = []
+    real = data.degrade
+
+    def spy(img, task, rng, weights=None):
+        seen.append((task, weights))
+        return real(img, task, rng, weights)
+
+    monkeypatch.setattr(data, "degrade", spy)
+    weights = {"noise": {"gaussian_noise": 1.0, "poisson_gaussian_noise": 0.0, "camera_noise": 0.0,
+                         "noise_then_jpeg": 0.0}}
+    photo = (np.clip(clean, 0, 1) * 255).astype(np.uint8)
+    sampler = data.PatchSampler([photo], 32, seed=5, margin=4, identity_fraction=1.0, degradation_weights=weights)
+    for _ in range(60):
+        _, _, task = sampler.sample()
+        assert task == "unrelated"
+    noise = [w for t, w in seen if t == "noise"]
+    assert noise and all(w == weights["noise"] for w in noise)

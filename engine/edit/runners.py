@@ -88,7 +88,7 @@ class SpireRunner:
         if out.shape != image.shape:
             raise StudioError(f"SPIRE returned a {out.shape[1]}x{out.shape[0]} image for a "
                               f"{image.shape[1]}x{image.shape[0]} photo.")
-        return image, np.subtract(out, image, dtype=np.float32).astype(CORRECTION_DTYPE)
+        return image, np.subtract(out, image, out=np.empty(image.shape, CORRECTION_DTYPE), casting="same_kind")
 
 
 @dataclass
