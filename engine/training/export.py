@@ -112,8 +112,12 @@ def _stage_command(i: int, stage: dict, stages: list[dict]) -> str:
     init = f" --init {release(i)}" if i else ""
     command = f"`python -m engine.training.train --config {config} --out runs/stage-{i + 1}{init}`"
     if soup := stage.get("soup"):
-        runs = len(soup.get("parallel") or [])
-        parallel = "".join(f" <stage-{i + 1}{chr(ord('b') + n)} export>" for n in range(runs))
+        runs = soup.get("parallel") or []
+        names = [f"stage-{i + 1}{chr(ord('b') + n)}" for n in range(len(runs))]
+        for name, run in zip(names, runs):
+            command += (f" and `python -m engine.training.train --config {run.get('config_file', '<config>')} "
+                        f"--out runs/{name}{init}`")
+        parallel = "".join(f" <{name} export>" for name in names)
         base = release(i) if i else "<previous release>"
         command += (f", then `python -m engine.training.soup {base} <stage-{i + 1} export>{parallel} "
                     f"<stage-{i + 1} soup> --weight {_soup_weight(soup):g}` and `python -m engine.training.intent "
