@@ -202,6 +202,7 @@ def test_a_soup_lies_between_its_models_and_is_recorded_in_its_stage(tmp_path, b
             torch.testing.assert_close(got.image_state[k].float(), v.float() + want, atol=2e-3, rtol=1e-3)
     record = json.loads((both / "model_card.json").read_text())["training"]
     assert record["soup"]["weight"] == 0.5 and len(record["soup"]["parallel"]) == 1
+    assert record["soup"]["parallel"][0]["steps"] == 2  # read from a one-stage record too
     assert "and a parallel run" in (both / "README.md").read_text()
     # a stage trained from the soup keeps the soup in the stage it concluded
     chained = export.chain_stages(record, {"steps": 3, "train_config": {}, "data": {}})

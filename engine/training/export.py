@@ -52,7 +52,7 @@ def fp16_loss_db(full: ModelBundle, half_folder: Path) -> float:
     return psnr(a, img) - psnr(b, img)
 
 
-def _stages(training: dict) -> list[dict]:
+def training_stages(training: dict) -> list[dict]:
     """Training stages, oldest first (a card written before stages existed holds one).
 
     A stage that ended in a weight average holds it as ``soup``; cards of
@@ -67,7 +67,7 @@ def _stages(training: dict) -> list[dict]:
 
 def chain_stages(previous: dict, stage: dict) -> dict:
     """Training record of a model fine-tuned (``--init``) from one whose record is ``previous``."""
-    stages = _stages(previous) + [stage]
+    stages = training_stages(previous) + [stage]
     return {"stages": stages, "steps": sum(s.get("steps", 0) for s in stages),
             "train_seconds": sum(s.get("train_seconds", 0) for s in stages)}
 
@@ -96,11 +96,13 @@ def _stage_line(i: int, stage: dict) -> str:
 
 
 def _soup_weight(soup: dict) -> float:
-    return float(soup.get("weight", soup.get("weight_of_newer", 0.5)))
+    """The stages' share (``weight``; ``weight_of_newer`` in cards of 2026-12-02 morning)."""
+    return float(soup["weight"] if "weight" in soup else soup["weight_of_newer"])
 
 
 def _soup_base(soup: dict) -> str:
-    return str(soup.get("base", soup.get("older", "?")))
+    """When the base release was exported (``base``; ``older`` in cards of 2026-12-02 morning)."""
+    return str(soup["base"] if "base" in soup else soup["older"])
 
 
 def _stage_command(i: int, stage: dict, stages: list[dict]) -> str:
@@ -129,7 +131,7 @@ def render_card(folder: Path) -> Path:
     """Write ``README.md`` (the human-readable model card) from ``model_card.json``."""
     card = json.loads((folder / "model_card.json").read_text())
     cfg, tr = card["config"], card.get("training", {})
-    stages = _stages(tr)
+    stages = training_stages(tr)
     last = stages[-1] if stages else {}
     tc = last.get("train_config", {})
     photos = card.get("training_photos")

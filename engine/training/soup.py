@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from engine.model.registry import load_folder, save_folder
-from engine.training.export import render_card
+from engine.training.export import render_card, training_stages
 
 
 def soup(base: Path, stages: list[Path], out: Path, weight: float) -> Path:
@@ -60,7 +60,7 @@ def soup(base: Path, stages: list[Path], out: Path, weight: float) -> Path:
 
 def _stage_of(card: dict) -> dict:
     """What a parallel run was: its config, steps and seed (the full record is the first run's)."""
-    stage = (card.get("training", {}).get("stages") or [{}])[-1]
+    stage = (training_stages(card.get("training", {})) or [{}])[-1]  # a one-stage record is its stage
     return {"config_file": stage.get("config_file"), "steps": stage.get("steps"),
             "seed": stage.get("train_config", {}).get("seed")}
 
