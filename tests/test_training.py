@@ -2,11 +2,13 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine.training import export, train
+from engine.training.config import ConfigError, load_config
 from engine.training.data import PatchSampler
 
 CONFIG = "engine/training/configs/tiny_test.json"
@@ -24,12 +26,33 @@ def shared_embeddings(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="module")
 def bf16_config(tmp_path_factory):
     """The tiny config with the stage-2 options: task weights, bf16 autocast, channels-last."""
-    config = json.loads(open(CONFIG).read())
-    config["data"]["task_weights"] = {"noise": 3.0, "blur": 2.0}
-    config["train"] |= {"autocast": "bf16", "channels_last": True}
+    config = {"extends": str(Path(CONFIG).resolve()), "data": {"task_weights": {"noise": 3.0, "blur": 2.0}},
+              "train": {"autocast": "bf16", "channels_last": True}}
     path = tmp_path_factory.mktemp("cfg") / "tiny_bf16.json"
     path.write_text(json.dumps(config))
     return path
+
+
+def test_a_config_extends_its_parent_key_by_key(tmp_path):
+    (tmp_path / "base.json").write_text(json.dumps(
+        {"data": {"roots": ["a", "b"], "task_weights": {"noise": 1.0, "blur": 2.0}}, "train": {"lr": 0.1}}))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "stage.json").write_text(json.dumps(
+        {"extends": "../base.json", "data": {"roots": ["c"], "task_weights": {"blur": 5.0}}, "train": {"seed": 3}}))
+    config = load_config(tmp_path / "sub" / "stage.json")
+    assert config == {"data": {"roots": ["c"], "task_weights": {"noise": 1.0, "blur": 5.0}},
+                      "train": {"lr": 0.1, "seed": 3}}
+    (tmp_path / "base.json").write_text(json.dumps({"extends": "sub/stage.json"}))
+    with pytest.raises(ConfigError, match="itself"):
+        load_config(tmp_path / "sub" / "stage.json")
+
+
+@pytest.mark.parametrize("path", sorted(Path("engine/training/configs").glob("*.json")), ids=lambda p: p.stem)
+def test_every_shipped_config_resolves_to_a_whole_config(path):
+    config = load_config(path)
+    assert "extends" not in config
+    assert {"network", "data", "train"} <= set(config)
+    assert {"steps", "lr", "batch_size", "seed"} <= set(config["train"])
 
 
 def _log(out):
@@ -81,10 +104,10 @@ def test_task_weights_steer_the_sampler():
 def stage4_like_config(tmp_path_factory):
     """The tiny config with the stage-4 options: margin, big-patch global batches, colour loss, snapshots,
     data workers."""
-    config = json.loads(open(CONFIG).read())
-    config["data"] |= {"margin": 8, "global_tasks": ["haze", "low-light"], "global_patch_size": 48,
-                       "global_batch_size": 1, "global_every": 2}
-    config["train"] |= {"colour_weight": 0.5, "snapshot_every": 2, "data_workers": 1}
+    config = {"extends": str(Path(CONFIG).resolve()),
+              "data": {"margin": 8, "global_tasks": ["haze", "low-light"], "global_patch_size": 48,
+                       "global_batch_size": 1, "global_every": 2},
+              "train": {"colour_weight": 0.5, "snapshot_every": 2, "data_workers": 1}}
     path = tmp_path_factory.mktemp("cfg") / "tiny_stage4.json"
     path.write_text(json.dumps(config))
     return path

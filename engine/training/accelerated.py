@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from engine.training import export, train
+from engine.training.config import load_config
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "studio_wide_accel.json"
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
-    config = json.loads(args.config.read_text())
+    config = load_config(args.config)
     tc = config["train"]
     if args.width:
         config["network"]["width"] = args.width

@@ -36,6 +36,7 @@ from engine.io.atomic import atomic_path
 from engine.model.instructions import STUDIO_CLASSES, labelled
 from engine.model.network import build_lm_head, build_network
 from engine.model.text import TextEncoder
+from engine.training.config import load_config
 from engine.training.data import BatchStream, PatchSampler, load_photos
 
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
                     "instead of random ones; ignored when resuming")
     args = ap.parse_args(argv)
 
-    config = json.loads(args.config.read_text())
+    config = load_config(args.config)
     tc, dc = config["train"], config["data"]
     if args.steps:
         tc["steps"] = args.steps
