@@ -21,12 +21,12 @@ def _toy_data(n_per_class: int = 20, seed: int = 0):
     return centers, x, y
 
 
-def _fp16_folder(tmp_path):
+def _fp16_folder(tmp_path, **card):
     torch.manual_seed(0)
     head = build_lm_head(num_classes=len(STUDIO_CLASSES))
     bundle = ModelBundle("tiny-refit", TINY_CONFIG, STUDIO_CLASSES, "all-MiniLM-L6-v2",
                          build_network(TINY_CONFIG).state_dict(), head.state_dict(),
-                         card={"weights_dtype": "float16", "notes": "kept"})
+                         card={"weights_dtype": "float16", "notes": "kept", **card})
     folder = tmp_path / "tiny-refit"
     save_folder(bundle, folder, half=True)
     return folder, bundle
@@ -52,17 +52,22 @@ def test_cross_validation_picks_from_the_grid(tmp_path):
     assert (recipe.lr, recipe.weight_decay, recipe.epochs) in scores
 
 
-def test_main_write_keeps_fp16_fc1_image_weights_and_metadata(tmp_path, monkeypatch, capsys):
-    folder, _ = _fp16_folder(tmp_path)
+def _fake_corpus(monkeypatch):
+    """Replace the corpus embedding (the real one embeds ~6,400 sentences: too slow for a unit test)."""
     centers, _, _ = _toy_data()
     gen = torch.Generator().manual_seed(1)
 
-    def fake_embed_corpus(encoder, cache):  # the real one embeds ~6,400 sentences: too slow for a unit test
+    def fake_embed_corpus(encoder, cache):
         pairs = labelled("train") + labelled("val")
         noise = 0.03 * torch.randn(len(pairs), 384, generator=gen)
         return {t: torch.nn.functional.normalize(centers[c] + e, dim=-1) for (t, c), e in zip(pairs, noise)}
 
     monkeypatch.setattr(intent, "embed_corpus", fake_embed_corpus)
+
+
+def test_main_write_keeps_fp16_fc1_image_weights_and_metadata(tmp_path, monkeypatch, capsys):
+    folder, _ = _fp16_folder(tmp_path)
+    _fake_corpus(monkeypatch)
     before_tensors = load_file(str(folder / "model.safetensors"))
     with safe_open(str(folder / "model.safetensors"), "pt") as fh:
         before_meta = fh.metadata()
@@ -84,3 +89,15 @@ def test_main_write_keeps_fp16_fc1_image_weights_and_metadata(tmp_path, monkeypa
     assert card["notes"] == "kept" and card["weights_dtype"] == "float16"
     assert card["intent_refit"]["val_accuracy_after"] == result["after"]["accuracy"]
     assert load_folder(folder).head_state["fc2.weight"].shape == (len(STUDIO_CLASSES), 256)
+
+
+def test_write_records_the_refit_in_the_last_stage_and_the_cards_commands(tmp_path, monkeypatch):
+    stages = [{"steps": 100, "config_file": "a.json"}, {"steps": 50, "config_file": "b.json"}]
+    folder, _ = _fp16_folder(tmp_path, training={"stages": stages})
+    _fake_corpus(monkeypatch)
+    intent.main([str(folder), "--epochs", "20", "--write"])
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["training"]["stages"][-1]["intent_refit"] == card["intent_refit"]["date"]
+    assert "intent_refit" not in card["training"]["stages"][0]
+    readme = (folder / "README.md").read_text()
+    assert "--init <stage-1 export>`, then `python -m engine.training.intent <stage-2 export> --write" in readme

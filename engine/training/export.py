@@ -65,6 +65,11 @@ def training_stages(training: dict) -> list[dict]:
     return stages
 
 
+def last_stage(training: dict) -> dict:
+    """The newest stage of a training record, to annotate in place (a one-stage record is its stage)."""
+    return training["stages"][-1] if training.get("stages") else training
+
+
 def chain_stages(previous: dict, stage: dict) -> dict:
     """Training record of a model fine-tuned (``--init``) from one whose record is ``previous``."""
     stages = training_stages(previous) + [stage]
@@ -92,6 +97,8 @@ def _stage_line(i: int, stage: dict) -> str:
                  f"{1 - w:.0%} release / {w:.0%} stage{' mean' if parallel else ''} (`python -m "
                  "engine.training.soup`), and the intent layer re-fitted: a stage alone gains on what it "
                  "stresses and forgets some of the rest; the average keeps most of both.")
+    elif stage.get("intent_refit"):
+        line += " Then the intent layer re-fitted (`python -m engine.training.intent`)."
     return line
 
 
@@ -124,7 +131,13 @@ def _stage_command(i: int, stage: dict, stages: list[dict]) -> str:
         command += (f", then `python -m engine.training.soup {base} <stage-{i + 1} export>{parallel} "
                     f"<stage-{i + 1} soup> --weight {_soup_weight(soup):g}` and `python -m engine.training.intent "
                     f"<stage-{i + 1} soup> --write --epochs 600`")
+    elif stage.get("intent_refit"):
+        command += f", then `python -m engine.training.intent <stage-{i + 1} export> --write --epochs 600`"
     return command
+
+
+def _count(n: int | None) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
 
 
 def render_card(folder: Path) -> Path:
@@ -146,7 +159,7 @@ def render_card(folder: Path) -> Path:
         "## Network", "",
         f"InstructIR (NAFNet U-Net + instruction condition blocks), width {cfg['width']}, encoder blocks "
         f"{cfg['enc_blks']}, {cfg['middle_blk_num']} middle blocks, decoder blocks {cfg['dec_blks']}, "
-        f"text dimension {cfg['txtdim']}; {card.get('parameters', '?'):,} parameters; weights stored as "
+        f"text dimension {cfg['txtdim']}; {_count(card.get('parameters'))} parameters; weights stored as "
         f"{card.get('weights_dtype', 'float32')} "
         f"({card.get('fp16_psnr_change_db', 0):+.4f} dB vs fp32 on a test image).",
         "",

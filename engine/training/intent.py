@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from engine.model.instructions import labelled, load_corpus
 from engine.model.registry import ModelBundle, load_folder, save_folder
+from engine.training.export import last_stage, render_card
 from engine.training.train import embed_corpus, intent_accuracy
 
 #: (learning rate, weight decay) pairs tried by cross-validation; epochs are scored along the way.
@@ -167,12 +168,16 @@ def main(argv: list[str] | None = None) -> dict:
         with safe_open(str(args.folder / "model.safetensors"), "pt") as fh:
             bundle.encoder = (fh.metadata() or {}).get("text_encoder", bundle.encoder)  # keep the stored name
         bundle.head_state = {**bundle.head_state, "fc2.weight": state["fc2.weight"], "fc2.bias": state["fc2.bias"]}
+        now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         bundle.card = {**bundle.card, "intent_refit": {
             "corpus_version": load_corpus()["version"], "train_instructions": len(train),
             "recipe": recipe.__dict__, "val_accuracy_before": before["accuracy"],
             "val_accuracy_after": after["accuracy"], "val_unrelated_recall_after": after["unrelated_recall"],
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}}
+            "date": now}}
+        if training := bundle.card.get("training"):
+            last_stage(training)["intent_refit"] = now  # so the card's commands include this step
         save_folder(bundle, args.folder, half=half)
+        render_card(args.folder)
         print(f"wrote the re-fitted fc2 to {args.folder} ({'fp16' if half else 'fp32'})")
     return {"before": before, "after": after, "recipe": recipe, "cv_scores": scores}
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from engine.model.registry import load_folder, save_folder
-from engine.training.export import render_card, training_stages
+from engine.training.export import last_stage, render_card, training_stages
 
 
 def soup(base: Path, stages: list[Path], out: Path, weight: float) -> Path:
@@ -49,8 +49,7 @@ def soup(base: Path, stages: list[Path], out: Path, weight: float) -> Path:
     b.head_state = mix(a.head_state, [r.head_state for r in runs])
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     record = b.card.setdefault("training", {})
-    last = record["stages"][-1] if record.get("stages") else record  # a one-stage record is its stage
-    last["soup"] = {"base": a.card.get("exported", str(base)), "weight": weight, "date": now,
+    last_stage(record)["soup"] = {"base": a.card.get("exported", str(base)), "weight": weight, "date": now,
                     "parallel": [_stage_of(r.card) for r in runs[1:]]}
     b.card["exported"] = now
     save_folder(b, out, half=b.card.get("weights_dtype") == "float16")  # weights and card, each written once
