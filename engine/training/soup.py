@@ -50,7 +50,7 @@ def soup(base: Path, stages: list[Path], out: Path, weight: float) -> Path:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     record = b.card.setdefault("training", {})
     last_stage(record)["soup"] = {"base": a.card.get("exported", str(base)), "weight": weight, "date": now,
-                    "parallel": [_stage_of(r.card) for r in runs[1:]]}
+                                  "parallel": [_stage_of(r.card) for r in runs[1:]]}
     b.card["exported"] = now
     save_folder(b, out, half=b.card.get("weights_dtype") == "float16")  # weights and card, each written once
     render_card(out)
