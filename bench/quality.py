@@ -14,7 +14,8 @@ grey-world + auto-contrast (enhancement).
 Real-photo degradations (issue 19), held out from training: camera shake with
 trajectory kernels whose seeds (>= ``HELD_OUT_SEED_BASE``) and parameters
 (anxiety 0.1-0.15, centripetal 0.75-0.9, sizes 15-35 px: outside the training
-ranges 0.005-0.1 and 0-0.7) training never draws, plus 1% Gaussian noise, against
+ranges 0.005-0.1 and 0-0.7; uneven speed 0.5-1.2, training 0-1) training never
+draws, each centred on its centre of mass, plus 1% Gaussian noise, against
 Wiener with the true kernel; heavy and light multi-layer rain whose layer
 parameters come from this file's own ranges (not the training sampler's); camera
 noise (Poisson-Gaussian + demosaiced + channel-correlated + JPEG) and low light as
@@ -137,7 +138,8 @@ def _shake(x: np.ndarray, r: np.random.Generator, n: int) -> D.Degraded:
     """A held-out camera shake: seed and parameters outside what training draws, then 1% noise."""
     size = int(15 + 2 * (n % 11))
     d = D.camera_shake(x, r, size=size, seed=D.HELD_OUT_SEED_BASE + 1000 + n,
-                       anxiety=float(r.uniform(0.1, 0.15)), centripetal=float(r.uniform(0.75, 0.9)), noise=0.0)
+                       anxiety=float(r.uniform(0.1, 0.15)), centripetal=float(r.uniform(0.75, 0.9)),
+                       uneven=float(r.uniform(0.5, 1.2)), noise=0.0)
     noisy = d.image + r.standard_normal(x.shape, dtype=np.float32) * 0.01
     return D.Degraded(np.clip(noisy, 0, 1).astype(np.float32), "blur", {**d.params, "gaussian_noise": 0.01})
 
@@ -161,7 +163,7 @@ def _held_out_rain(x: np.ndarray, r: np.random.Generator, heavy: bool) -> D.Degr
 
 def _wiener_shake(y: np.ndarray, d: D.Degraded) -> np.ndarray:
     p = d.params
-    k = D.shake_kernel(p["size"], p["seed"], anxiety=p["anxiety"], centripetal=p["centripetal"])
+    k = D.recorded_shake_kernel(p)
     return wiener_known_kernel(y, k)
 
 

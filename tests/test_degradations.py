@@ -110,10 +110,13 @@ def test_shake_kernels_are_curved_subpixel_and_normalised():
         levels.append(len(np.unique(np.round(k[k > 0] / k.max(), 3))))
     assert np.median(spreads) > 0.05, "random trajectories bend; straight lines would give ~0"
     assert min(levels) > 5, "sub-pixel splatting gives graded weights, not a binary line"
-    # the kernel fills its box: the largest trajectory extent spans the kernel
-    k = D.shake_kernel(41, 3)
-    ys, xs = np.nonzero(k)
-    assert max(ys.max() - ys.min(), xs.max() - xs.min()) >= 36
+    # the size is the blur's reach: centred on its centre of mass, the farthest point of the path touches the
+    # box, so a 41 px kernel spans well over half of it (all of it only when the path is symmetric)
+    spans = []
+    for seed in range(20):
+        ys, xs = np.nonzero(D.shake_kernel(41, seed))
+        spans.append(max(ys.max() - ys.min(), xs.max() - xs.min()))
+    assert min(spans) >= 21 and max(spans) >= 38
 
 
 def test_camera_shake_is_rebuilt_from_its_record_and_adds_mild_noise(clean):
@@ -122,15 +125,30 @@ def test_camera_shake_is_rebuilt_from_its_record_and_adds_mild_noise(clean):
     assert p["kind"] == "shake" and 7 <= p["size"] <= 41 and p["size"] % 2 == 1
     assert p["seed"] < D.HELD_OUT_SEED_BASE, "training kernels never use the held-out seeds"
     assert 0 <= p["noise"] <= 4
-    k = D.shake_kernel(p["size"], p["seed"], anxiety=p["anxiety"], centripetal=p["centripetal"])
+    k = D.recorded_shake_kernel(p)
     clean_blur = D.fft_blur(clean, k)
     res = d.image - clean_blur
     assert abs(res.std() * 255 - p["noise"]) < max(1.0, 0.5 * p["noise"])
     quiet = D.camera_shake(clean, np.random.default_rng(4), noise=0.0, size=p["size"], seed=p["seed"],
-                           anxiety=p["anxiety"], centripetal=p["centripetal"])
+                           anxiety=p["anxiety"], centripetal=p["centripetal"], uneven=p["uneven"])
     np.testing.assert_allclose(quiet.image, np.clip(clean_blur, 0, 1), atol=1e-5)
     grad = lambda x: np.abs(np.diff(x, axis=1)).mean()  # noqa: E731
     assert grad(quiet.image) < 0.8 * grad(clean), "shake blurs"
+
+
+def test_shake_kernels_sit_on_their_centre_of_mass_and_are_brighter_where_the_camera_paused():
+    size = 31
+    yy, xx = np.mgrid[:size, :size]
+    for seed in range(12):
+        for uneven in (0.0, 1.0):
+            k = D.shake_kernel(size, seed, uneven=uneven)
+            centre = ((k * yy).sum(), (k * xx).sum())
+            # off-centre kernels shift the blurred photo by pixels no blind restorer can know
+            assert np.allclose(centre, (size - 1) / 2, atol=0.15), (seed, uneven, centre)
+    flat = [D.shake_kernel(size, s) for s in range(12)]
+    paused = [D.shake_kernel(size, s, uneven=1.0) for s in range(12)]
+    peak = lambda k: k.max() / k[k > k.max() * 0.05].mean()  # noqa: E731
+    assert np.median([peak(k) for k in paused]) > 1.3 * np.median([peak(k) for k in flat])
 
 
 def test_camera_shake_sizes_cover_7_to_41(clean):

@@ -293,17 +293,27 @@ def shake_trajectory(
     return x
 
 
-def trajectory_kernel(traj: Array, size: int, supersample: int = 8) -> Array:
-    """Rasterise a trajectory into a ``size`` x ``size`` blur kernel, sub-pixel (bilinear splats on a fine grid)."""
+def trajectory_kernel(traj: Array, size: int, supersample: int = 8, dwell: Array | None = None) -> Array:
+    """Rasterise a trajectory into a ``size`` x ``size`` blur kernel, sub-pixel (bilinear splats on a fine grid).
+
+    ``dwell`` (one weight per trajectory point) is how long the camera stayed there: a hand slows down and
+    speeds up, so a recorded kernel is bright where it paused and faint where it swept.
+    """
     pts = np.stack([traj.real, traj.imag], 1)
-    pts = pts - (pts.max(0) + pts.min(0)) / 2
-    extent = max(float(np.abs(pts).max()) * 2, 1e-6)
     # Dense resampling so that the path, not its vertices, is drawn.
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
     s = np.concatenate([[0], np.cumsum(seg)])
-    n = max(len(pts), int(s[-1] / extent * (size - 1) * supersample * 2) + 2)
+    rough = max(float(np.abs(pts - pts.mean(0)).max()) * 2, 1e-6)
+    n = max(len(pts), int(s[-1] / rough * (size - 1) * supersample * 2) + 2)
     u = np.linspace(0, s[-1], n)
     path = np.stack([np.interp(u, s, pts[:, 0]), np.interp(u, s, pts[:, 1])], 1)
+    mass = np.ones(n) if dwell is None else np.interp(u, s, np.asarray(dwell, np.float64))
+    mass = mass / mass.sum()
+    # Centred on the kernel's centre of mass, not its bounding box: the sharp photo a blind restorer can
+    # recover is the one at the camera's mean position; any other centre shifts the target by a few pixels
+    # that nothing in the blurry photo tells.
+    path = path - (path * mass[:, None]).sum(0)
+    extent = max(float(np.abs(path).max()) * 2, 1e-6)
     fine = size * supersample
     path = (path / extent * (size - 1) + (size - 1) / 2) * supersample + (supersample - 1) / 2
     k = np.zeros((fine + 1, fine + 1), np.float64)
@@ -311,16 +321,32 @@ def trajectory_kernel(traj: Array, size: int, supersample: int = 8) -> Array:
     f = path - ix
     for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
         w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1])
-        np.add.at(k, (ix[:, 1] + dy, ix[:, 0] + dx), w)
+        np.add.at(k, (ix[:, 1] + dy, ix[:, 0] + dx), w * mass)
     k = k[:fine, :fine].reshape(size, supersample, size, supersample).sum(axis=(1, 3))
     return (k / k.sum()).astype(np.float32)
 
 
+def shake_dwell(rng: np.random.Generator, steps: int, uneven: float) -> Array:
+    """How long the camera stays at each of ``steps`` points: log-normal, smooth over ~6 steps; 0 = constant."""
+    from scipy.ndimage import gaussian_filter1d
+
+    g = gaussian_filter1d(rng.standard_normal(steps), 3.0, mode="nearest")
+    return np.exp(uneven * g / max(float(g.std()), 1e-9))
+
+
 def shake_kernel(size: int, seed: int, anxiety: float = 0.05, centripetal: float = 0.4,
-                 big_shake: float = 0.1, gaussian: float = 6.0) -> Array:
+                 big_shake: float = 0.1, gaussian: float = 6.0, uneven: float = 0.0) -> Array:
     """The camera-shake kernel named by its size and seed (so a recorded one can be rebuilt)."""
-    traj = shake_trajectory(np.random.default_rng(seed), 64, anxiety, centripetal, big_shake, gaussian)
-    return trajectory_kernel(traj, size)
+    rng = np.random.default_rng(seed)
+    traj = shake_trajectory(rng, 64, anxiety, centripetal, big_shake, gaussian)
+    dwell = shake_dwell(rng, len(traj), uneven) if uneven > 0 else None
+    return trajectory_kernel(traj, size, dwell=dwell)
+
+
+def recorded_shake_kernel(params: dict) -> Array:
+    """The kernel of a ``camera_shake`` from its recorded parameters (records before ``uneven`` had none)."""
+    return shake_kernel(params["size"], params["seed"], anxiety=params["anxiety"],
+                        centripetal=params["centripetal"], uneven=params.get("uneven", 0.0))
 
 
 def fft_blur(img: Array, kernel: Array) -> Array:
@@ -354,19 +380,22 @@ def camera_shake(
     anxiety: float | None = None,
     centripetal: float | None = None,
     noise: float | None = None,
+    uneven: float | None = None,
 ) -> Degraded:
-    """Hand-held camera shake: a random-trajectory kernel (7-41 px), then mild sensor noise (sigma 0-4 / 255)."""
+    """Hand-held camera shake: a random-trajectory kernel (7-41 px) with uneven speed along it, then mild
+    sensor noise (sigma 0-4 / 255)."""
     n = int(size) if size is not None else int(2 * rng.integers(3, 21) + 1)
     sd = int(seed) if seed is not None else int(rng.integers(HELD_OUT_SEED_BASE))
     a = _uniform(rng, 0.005, 0.1, anxiety)
     c = _uniform(rng, 0.0, 0.7, centripetal)
     s = _uniform(rng, 0.0, 4.0, noise)
-    kernel = shake_kernel(n, sd, anxiety=a, centripetal=c)
+    e = _uniform(rng, 0.0, 1.0, uneven)
+    kernel = shake_kernel(n, sd, anxiety=a, centripetal=c, uneven=e)
     out = fft_blur(img, kernel)
     if s > 0:
         out = _camera_read_noise(out, rng, s)
     return Degraded(_clip(out), "blur", {"kind": "shake", "size": n, "seed": sd, "anxiety": a,
-                                         "centripetal": c, "noise": s})
+                                         "centripetal": c, "uneven": e, "noise": s})
 
 
 def blur_then_noise(img: Array, rng: np.random.Generator, noise: float | None = None) -> Degraded:
