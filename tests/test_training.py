@@ -78,14 +78,20 @@ def test_train_resume_and_export(tmp_path, bf16_config):
                                                                      "remove the noise")
     assert restored.shape == (20, 20, 3) and np.isfinite(restored).all()
 
-    # A second stage started from that folder: the card lists both stages.
-    out2 = tmp_path / "run2"
+    # A second stage started from that folder, exported to a new one: the card lists both stages and keeps
+    # the prose about the model as a whole, not the earlier release's notes.
+    card.update(summary="A tiny test model.", size_tradeoff="Small because it is a test.", notes="Release one.")
+    (folder / "model_card.json").write_text(json.dumps(card))
+    out2, folder2 = tmp_path / "run2", tmp_path / "model2"
     train.main(["--config", CONFIG, "--out", str(out2), "--init", str(folder), "--steps", "2"])
-    export.main([str(out2 / "last.pt"), str(folder), "--continues", str(folder)])
-    card = json.loads((folder / "model_card.json").read_text())
+    export.main([str(out2 / "last.pt"), str(folder2), "--continues", str(folder)])
+    card = json.loads((folder2 / "model_card.json").read_text())
     assert [s["steps"] for s in card["training"]["stages"]] == [6, 2]
     assert card["training"]["steps"] == 8
-    assert "Stage 2: 2 steps" in (folder / "README.md").read_text()
+    readme = (folder2 / "README.md").read_text()
+    assert "Stage 2: 2 steps" in readme
+    assert "A tiny test model." in readme and "Small because it is a test." in readme
+    assert "Release one." not in readme
 
 
 def test_task_weights_steer_the_sampler():

@@ -22,6 +22,8 @@ import torch
 from engine.model.registry import ModelBundle, load_folder, save_folder
 from engine.training.metrics import psnr
 
+CARRIED_PROSE = ("summary", "size_tradeoff")  # card fields a continued export keeps from the release before
+
 
 def bundle_from_checkpoint(path: Path) -> tuple[ModelBundle, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -212,11 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     bundle, training = bundle_from_checkpoint(args.checkpoint)
     if args.config_file:
         training["config_file"] = args.config_file
-    if args.continues:
-        previous = json.loads((args.continues / "model_card.json").read_text()).get("training", {})
-        training = chain_stages(previous, training)
     card_path = args.folder / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    if args.continues:
+        earlier = json.loads((args.continues / "model_card.json").read_text())
+        training = chain_stages(earlier.get("training", {}), training)
+        # the prose about the model as a whole outlives a stage; the notes are the release's own
+        card.update({k: earlier[k] for k in CARRIED_PROSE if k in earlier and k not in card})
     card.update({"training": training, "exported": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     if training.get("stages", [training])[-1].get("data", {}).get("photo_cache"):
         from engine.training.photos import cache_dir, summary
